@@ -1,0 +1,5 @@
+"""``python -m bcdiag`` runs the command line."""
+
+from bcdiag.cli import main
+
+main()

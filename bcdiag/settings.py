@@ -1,0 +1,95 @@
+"""Every ``BCDIAG_*`` environment variable, typed and documented where declared.
+
+Read settings through `get_settings()`; tests change the environment and call
+``get_settings.cache_clear()``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    return Path.cwd() / "var"
+
+
+class Settings(BaseSettings):
+    """bcdiag's configuration, read from ``BCDIAG_*`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="BCDIAG_", extra="ignore")
+
+    home: Path = Field(
+        default_factory=_default_home,
+        description="Folder for bcdiag's state (database, blobs, MLflow store). "
+        "Default: ./var under the current directory.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the relational database, e.g. "
+        "postgresql+psycopg2://user@host/db. Default: SQLite file <home>/bcdiag.sqlite.",
+    )
+    storage_url: str | None = Field(
+        default=None,
+        description="Where image blobs go: file:///path or gs://bucket/prefix. "
+        "Default: file://<home>/blobs.",
+    )
+    data_dir: Path | None = Field(
+        default=None,
+        description="Folder holding the public data sets (breastmnist/, mias/, dicom/). "
+        "Tests and benchmarks read shared data only through this setting.",
+    )
+    port: int = Field(
+        default=8000, description="Port of the platform's front door on 127.0.0.1 (`make run`)."
+    )
+    mlflow_port: int = Field(
+        default=5000, description="Port of the MLflow tracking server, bound to 127.0.0.1 only."
+    )
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking server URL. Default: http://127.0.0.1:<mlflow_port>.",
+    )
+    max_pixels: int = Field(
+        default=120_000_000,
+        description="Largest Rows x Columns x Frames accepted, checked before decoding.",
+    )
+    max_decoded_bytes: int = Field(
+        default=1_000_000_000,
+        description="Largest decoded pixel buffer (pixels x bytes per sample x samples).",
+    )
+    min_side_px: int = Field(
+        default=28,
+        description="Smallest Rows or Columns accepted. 28 lets BreastMNIST's 28x28 "
+        "ultrasound images through; smaller images are thumbnails or icons.",
+    )
+    validate_timeout_s: float = Field(
+        default=10.0, description="Seconds one file may take to be read and judged."
+    )
+    validate_memory_bytes: int = Field(
+        default=2_000_000_000,
+        description="Address-space limit of the process that judges one file.",
+    )
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to SQLite under `home`."""
+        return self.database_url or f"sqlite:///{self.home / 'bcdiag.sqlite'}"
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        """The MLflow tracking URL, defaulting to the local server `make run` starts."""
+        return self.mlflow_tracking_uri or f"http://127.0.0.1:{self.mlflow_port}"
+
+    @property
+    def resolved_storage_url(self) -> str:
+        """The blob store URL, defaulting to a folder under `home`."""
+        return self.storage_url or (self.home / "blobs").resolve().as_uri()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings of this process (cached; clear the cache after changing env)."""
+    return Settings()
