@@ -1,0 +1,11 @@
+"""Scan intake: read DICOM, PNG and JPEG uploads into validated float32 images.
+
+`read_scan` reads and validates in this process; `judge` does the same in a guarded
+child process (time and memory limits) and never raises for bad input.
+"""
+
+from bcdiag.scans.guard import judge
+from bcdiag.scans.reader import read_scan
+from bcdiag.scans.types import Scan, ScanMetadata, Verdict
+
+__all__ = ["Scan", "ScanMetadata", "Verdict", "judge", "read_scan"]
