@@ -1,0 +1,91 @@
+"""`Storage`: the database and the blob store as the one object app and CLI use."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from bcdiag.settings import Settings, get_settings
+from bcdiag.storage import scan_store
+from bcdiag.storage.blobs import BlobStore, open_blob_store
+from bcdiag.storage.database import (
+    database_errors,
+    open_engine,
+    require_current_schema,
+    session_factory,
+)
+from bcdiag.storage.scan_store import StoredScan
+
+
+@dataclass(frozen=True)
+class Storage:
+    """An engine, its session factory and a blob store, used together."""
+
+    engine: Engine
+    sessions: sessionmaker[Session]
+    blobs: BlobStore
+
+    @classmethod
+    def open(cls, database_url: str, storage_url: str) -> Storage:
+        """Storage on the given URLs; nothing is checked or migrated."""
+        blobs = open_blob_store(storage_url)
+        engine = open_engine(database_url)
+        return cls(engine=engine, sessions=session_factory(engine), blobs=blobs)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> Storage:
+        """Storage as configured; `StorageError` unless the database is migrated and reachable."""
+        settings = settings or get_settings()
+        storage = cls.open(settings.resolved_database_url, settings.resolved_storage_url)
+        try:
+            require_current_schema(storage.engine)
+        except BaseException:
+            storage.close()
+            raise
+        return storage
+
+    def store_scan(
+        self, data: bytes, *, filename: str, metadata: Mapping[str, Any], user: str
+    ) -> StoredScan:
+        """See `bcdiag.storage.scan_store.store_scan`."""
+        return scan_store.store_scan(
+            self.sessions, self.blobs, data, filename=filename, metadata=metadata, user=user
+        )
+
+    def record_audit(
+        self, *, user: str, action: str, target: str, details: Mapping[str, Any] | None = None
+    ) -> None:
+        """Record one audit event in its own transaction."""
+        with self.sessions() as session, database_errors(self.engine, "recording an audit event"):
+            scan_store.record_audit(
+                session, user=user, action=action, target=target, details=details
+            )
+            session.commit()
+
+    def list_scans(self) -> list[StoredScan]:
+        """Every stored scan, oldest first."""
+        return scan_store.list_scans(self.sessions)
+
+    def scan_bytes(self, scan: StoredScan) -> bytes:
+        """The stored file of ``scan``, checked against its hash."""
+        return self.blobs.get(scan.sha256)
+
+    def close(self) -> None:
+        """Close the database connections."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Storage:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
