@@ -1,0 +1,59 @@
+"""Labelled image sets for training and evaluation, all through one interface.
+
+Every set is returned as an `ImageSet`: images already passed through
+`bcdiag.scans.read_scan` and `bcdiag.preprocess.prepare` (the path inference
+takes), labels with **1 = malignant**, the group (patient) of each image, and
+the split each image belongs to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Prepared images with labels.
+
+    Attributes:
+        name: data set name, e.g. ``"breastmnist"``.
+        modality: ``"US"`` or ``"MG"``.
+        x: (N, size, size) float32 in [0, 1], model input before normalisation.
+        y: (N,) int64, 1 = malignant, 0 = benign or normal.
+        ids: stable identifier of each image.
+        groups: patient (or other independence unit) of each image.
+        split: (N,) ``"train"`` / ``"valid"`` / ``"test"``.
+    """
+
+    name: str
+    modality: str
+    x: NDArray[np.float32]
+    y: NDArray[np.int64]
+    ids: list[str]
+    groups: list[str]
+    split: NDArray[np.str_]
+
+    def subset(self, mask: NDArray[np.bool_]) -> ImageSet:
+        """The images where `mask` is true."""
+        index = np.flatnonzero(mask)
+        return ImageSet(
+            self.name,
+            self.modality,
+            self.x[index],
+            self.y[index],
+            [self.ids[i] for i in index],
+            [self.groups[i] for i in index],
+            self.split[index],
+        )
+
+    def part(self, split: str) -> ImageSet:
+        """One split: ``"train"``, ``"valid"`` or ``"test"``."""
+        return self.subset(self.split == split)
+
+    def __len__(self) -> int:
+        return len(self.y)
