@@ -1,0 +1,136 @@
+"""A trained model as one file: weights of every ensemble member plus everything
+needed to use them the way they were validated.
+
+The file is a ``torch.save`` of plain tensors and numbers, loaded with
+``weights_only=True`` (no unpickling of code) and only after its sha256 matches
+the one recorded at registration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch import nn
+
+from bcdiag.architectures import build_model
+from bcdiag.errors import BcdiagError
+from bcdiag.metrics import apply_temperature
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class OperatingPointSpec:
+    """The decision threshold and what it achieved on validation data."""
+
+    threshold: float
+    sensitivity: float
+    specificity: float
+    rule: str
+
+
+@dataclass
+class ModelBundle:
+    """Ensemble weights + preprocessing + calibration + operating point."""
+
+    architecture: str
+    modality: str
+    image_size: int
+    mean: float
+    std: float
+    members: list[dict[str, torch.Tensor]]
+    temperature: float = 1.0
+    operating_point: OperatingPointSpec = field(
+        default_factory=lambda: OperatingPointSpec(0.5, float("nan"), float("nan"), "default")
+    )
+    tta_flip: bool = True
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def networks(self) -> list[nn.Module]:
+        """The ensemble members in eval mode."""
+        nets = []
+        for state in self.members:
+            net = build_model(self.architecture)
+            net.load_state_dict(state)
+            nets.append(net.eval())
+        return nets
+
+    def logits(
+        self, images: NDArray[np.float32], nets: list[nn.Module] | None = None
+    ) -> NDArray[np.float32]:
+        """Ensemble-mean malignancy logit per prepared image (N, size, size)."""
+        nets = nets if nets is not None else self.networks()
+        batch = (torch.from_numpy(np.ascontiguousarray(images))[:, None] - self.mean) / self.std
+        total = torch.zeros(len(images))
+        with torch.inference_mode():
+            for net in nets:
+                views = [batch, batch.flip(3)] if self.tta_flip else [batch]
+                for view in views:
+                    out = net(view)
+                    total += out[:, 1] - out[:, 0]
+        count = len(nets) * (2 if self.tta_flip else 1)
+        return (total / count).numpy().astype(np.float32)
+
+    def probabilities(
+        self, images: NDArray[np.float32], nets: list[nn.Module] | None = None
+    ) -> NDArray[np.float32]:
+        """Calibrated probability of malignancy per prepared image."""
+        return apply_temperature(self.logits(images, nets), self.temperature).astype(np.float32)
+
+    def save(self, path: Path) -> str:
+        """Write the bundle; returns its sha256 (record it to load it later)."""
+        payload = {
+            "format_version": FORMAT_VERSION,
+            "architecture": self.architecture,
+            "modality": self.modality,
+            "image_size": self.image_size,
+            "mean": self.mean,
+            "std": self.std,
+            "members": self.members,
+            "temperature": self.temperature,
+            "operating_point": asdict(self.operating_point),
+            "tta_flip": self.tta_flip,
+            "info": self.info,
+        }
+        torch.save(payload, path)
+        return file_sha256(path)
+
+    @classmethod
+    def load(cls, path: Path, sha256: str) -> ModelBundle:
+        """Load a bundle whose sha256 must equal `sha256` (checked before reading it)."""
+        actual = file_sha256(path)
+        if actual != sha256:
+            raise BcdiagError(
+                f"model file {path.name} has sha256 {actual}, but {sha256} was registered; "
+                "refusing to load it (the file changed since registration)"
+            )
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if payload.get("format_version") != FORMAT_VERSION:
+            raise BcdiagError(f"model file {path.name} has an unknown format version")
+        return cls(
+            architecture=payload["architecture"],
+            modality=payload["modality"],
+            image_size=int(payload["image_size"]),
+            mean=float(payload["mean"]),
+            std=float(payload["std"]),
+            members=payload["members"],
+            temperature=float(payload["temperature"]),
+            operating_point=OperatingPointSpec(**payload["operating_point"]),
+            tta_flip=bool(payload["tta_flip"]),
+            info=dict(payload["info"]),
+        )
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

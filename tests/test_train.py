@@ -1,0 +1,94 @@
+"""fastai training, the saved bundle, and one preprocessing path for training and inference."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from bcdiag.architectures import build_model
+from bcdiag.bundle import ModelBundle
+from bcdiag.datasets import ImageSet
+from bcdiag.datasets.breastmnist import load
+from bcdiag.errors import BcdiagError, ConfigurationError
+from bcdiag.preprocess import prepare
+from bcdiag.scans import read_scan
+from bcdiag.train import TrainConfig, make_dataloaders, train_bundle
+
+
+@pytest.fixture(scope="module")
+def images(data_dir: Path) -> ImageSet:
+    return load(data_dir)
+
+
+@pytest.fixture(scope="module")
+def bundle(images: ImageSet) -> ModelBundle:
+    return train_bundle(images, TrainConfig(epochs=1, members=2))
+
+
+def test_bundle_has_every_member_and_a_validation_operating_point(
+    bundle: ModelBundle, images: ImageSet
+) -> None:
+    assert len(bundle.members) == 2
+    assert bundle.modality == "US" and bundle.image_size == 28
+    point = bundle.operating_point
+    assert 0.0 < point.threshold < 1.0 and point.rule == "youden"
+    assert 0.0 <= point.sensitivity <= 1.0 and 0.0 <= point.specificity <= 1.0
+    assert bundle.temperature > 0
+    p = bundle.probabilities(images.part("test").x)
+    assert p.shape == (156,) and ((p >= 0) & (p <= 1)).all()
+    assert len(np.unique(p.round(4))) > 10  # not a constant predictor
+
+
+def test_saved_bundle_reloads_identically_and_refuses_a_changed_file(
+    bundle: ModelBundle, images: ImageSet, tmp_path: Path
+) -> None:
+    path = tmp_path / "model.pt"
+    sha = bundle.save(path)
+    again = ModelBundle.load(path, sha)
+    x = images.part("valid").x
+    np.testing.assert_allclose(again.probabilities(x), bundle.probabilities(x), rtol=1e-6)
+    assert again.operating_point == bundle.operating_point
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(BcdiagError, match="refusing to load"):
+        ModelBundle.load(path, sha)
+
+
+def test_same_file_gives_same_tensor_in_training_and_inference(
+    images: ImageSet, data_dir: Path
+) -> None:
+    """A BreastMNIST test image saved as PNG, read as an upload, equals the training input."""
+    with np.load(data_dir / "breastmnist" / "breastmnist.npz") as npz:
+        pixels = npz["test_images"][7]
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    scan = read_scan(buffer.getvalue(), "upload.png", modality="US")
+    inference = prepare(scan.image, modality="US", laterality=None, size=28)
+    training = images.x[images.ids.index("test-7")]
+    np.testing.assert_array_equal(inference, training)
+    # and through the fastai loader, which only normalises (no augmentation on valid)
+    config = TrainConfig(epochs=1, members=1)
+    dls = make_dataloaders(images, config, mean=0.3, std=0.2)
+    batch_x, _ = dls.valid.one_batch()
+    first_valid = images.part("valid").x[0]
+    expected = (torch.from_numpy(first_valid) - 0.3) / 0.2
+    torch.testing.assert_close(batch_x[0, 0].cpu().as_subclass(torch.Tensor), expected)
+    assert batch_x.shape[1] == 1  # grayscale stays single-channel
+
+
+@pytest.mark.parametrize(("name", "size"), [("bcnet16", 28), ("bcnet32", 28), ("resnet18", 64)])
+def test_architectures_take_one_channel_and_give_two_logits(name: str, size: int) -> None:
+    model = build_model(name).eval()
+    with torch.inference_mode():
+        assert model(torch.zeros(2, 1, size, size)).shape == (2, 2)
+
+
+def test_unknown_architecture_names_the_choices() -> None:
+    with pytest.raises(ConfigurationError, match="bcnet16"):
+        build_model("alexnet-9000")
