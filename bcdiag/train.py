@@ -35,6 +35,7 @@ from bcdiag.architectures import build_model
 from bcdiag.bundle import ModelBundle, OperatingPointSpec
 from bcdiag.datasets import ImageSet
 from bcdiag.metrics import choose_threshold, fit_temperature, operating_point
+from bcdiag.settings import get_settings
 
 
 @dataclass(frozen=True)
@@ -110,8 +111,9 @@ def make_dataloaders(images: ImageSet, config: TrainConfig, mean: float, std: fl
             shuffle=True,
             drop_last=True,
             after_batch=[*augment, normalize],
+            num_workers=0,  # in-memory arrays: worker processes only add start-up cost
         ),
-        TfmdDL(ArrayDataset(valid.x, valid.y), bs=256, after_batch=[normalize]),
+        TfmdDL(ArrayDataset(valid.x, valid.y), bs=256, after_batch=[normalize], num_workers=0),
         device=device,
     )
 
@@ -139,6 +141,7 @@ def train_bundle(
     images: ImageSet, config: TrainConfig, cbs: Sequence[Callback] = ()
 ) -> ModelBundle:
     """Train every ensemble member, then calibrate and pick the threshold on validation."""
+    torch.set_num_threads(get_settings().torch_threads)
     train = images.part("train")
     mean, std = float(train.x.mean()), float(train.x.std())
     members = []

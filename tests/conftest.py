@@ -161,3 +161,12 @@ def gcs_url(gcs_emulator: str) -> str:
     client = gcs.Client(project="bcdiag-test", credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
     client.create_bucket(bucket)
     return f"gs://{bucket}/blobs"
+
+
+# MLflow fixtures (documented in tests/mlflow_server.py)
+from mlflow_server import (  # noqa: E402, F401
+    breastmnist,
+    mlflow_server,
+    mlflow_tracking,
+    small_bundle,
+)

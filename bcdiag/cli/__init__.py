@@ -5,17 +5,32 @@ from __future__ import annotations
 import click
 
 from bcdiag import __version__
+from bcdiag.cli.benchmark import benchmark
+from bcdiag.cli.data import data
 from bcdiag.cli.db import db
 from bcdiag.cli.export import export
+from bcdiag.cli.models import evaluate, promote
 from bcdiag.cli.run import run
+from bcdiag.cli.train import train
 from bcdiag.cli.validate import validate
+from bcdiag.errors import BcdiagError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class BcdiagGroup(click.Group):
+    """A click group that reports bcdiag's own errors as one line, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except BcdiagError as error:
+            raise click.ClickException(str(error)) from error
+
+
+@click.group(cls=BcdiagGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="bcdiag")
 def main() -> None:
     """bcdiag: breast-cancer decision support centred on Jupyter."""
 
 
-for command in (validate, db, export, run):
+for command in (validate, db, export, data, train, evaluate, promote, benchmark, run):
     main.add_command(command)

@@ -1,0 +1,78 @@
+"""``bcdiag train``: run notebooks/train.ipynb through papermill as one MLflow run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bcdiag.datasets.catalog import DATASETS
+from bcdiag.settings import get_settings
+
+
+@click.command()
+@click.option("--dataset", type=click.Choice(DATASETS), default="breastmnist", show_default=True)
+@click.option("--architecture", help="Registry name (bcdiag.architectures); default: recipe's.")
+@click.option("--image-size", type=int, help="Model input side in pixels.")
+@click.option("--epochs", type=int, help="Epochs per ensemble member.")
+@click.option("--members", type=int, help="Ensemble members (each its own seed).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--experiment", default="bcdiag", show_default=True, help="MLflow experiment.")
+@click.option("--register/--no-register", default=True, show_default=True)
+@click.option(
+    "--data-dir", type=click.Path(path_type=Path, file_okay=False), help="Default: BCDIAG_DATA_DIR."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the run id and settings as JSON.")
+def train(
+    dataset: str,
+    architecture: str | None,
+    image_size: int | None,
+    epochs: int | None,
+    members: int | None,
+    seed: int,
+    experiment: str,
+    register: bool,
+    data_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Train, evaluate and register a model with the data set's recipe (overridable)."""
+    from bcdiag.notebook_runs import run_notebook  # torch, fastai, mlflow: load on use
+    from bcdiag.train import recipe_for
+
+    overrides: dict[str, Any] = {
+        "architecture": architecture,
+        "image_size": image_size,
+        "epochs": epochs,
+        "members": members,
+        "seed": seed,
+    }
+    config = dataclasses.replace(
+        recipe_for(dataset), **{k: v for k, v in overrides.items() if v is not None}
+    )
+    folder = data_dir or get_settings().data_dir
+    parameters = {
+        "dataset": dataset,
+        **{k: v for k, v in config.as_params().items() if k in _NOTEBOOK_PARAMETERS},
+        "register": register,
+        "data_dir": str(folder) if folder else None,
+    }
+    run_id = run_notebook("train", parameters, experiment=experiment, run_name=f"train-{dataset}")
+    if as_json:
+        click.echo(json.dumps({"run_id": run_id, "dataset": dataset, **config.as_params()}))
+    else:
+        click.echo(f"training run {run_id} finished (MLflow experiment {experiment!r})")
+
+
+_NOTEBOOK_PARAMETERS = (
+    "architecture",
+    "image_size",
+    "epochs",
+    "members",
+    "batch_size",
+    "lr",
+    "seed",
+    "threshold_rule",
+)

@@ -1,0 +1,168 @@
+"""One training run end to end, as the training notebook and `bcdiag train` run it.
+
+Load the data set → train the ensemble (fastai, tracked per epoch) → calibrate and
+choose the threshold on validation → evaluate on validation and the held-out
+test split → log metrics, plots and the model to MLflow → register it.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import torch
+
+from bcdiag.bundle import ModelBundle
+from bcdiag.datasets import ImageSet
+from bcdiag.datasets.breastmnist import near_duplicates_of_train
+from bcdiag.datasets.catalog import load_dataset
+from bcdiag.errors import BcdiagError
+from bcdiag.evaluate import Evaluation, evaluate, format_table
+from bcdiag.plots import calibration_figure, confusion_figure, roc_figure, training_curves_figure
+from bcdiag.registry import RegisteredModel, champion, latest_version, load_version, log_bundle
+from bcdiag.tracking import MLflowCallback
+from bcdiag.train import TrainConfig, train_bundle
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """What one run produced."""
+
+    run_id: str
+    bundle: ModelBundle
+    evaluations: list[Evaluation]
+    registered: RegisteredModel | None
+    seconds: float
+
+    @property
+    def table(self) -> str:
+        """The evaluations as a plain-text table."""
+        return format_table(self.evaluations)
+
+
+def evaluate_bundle(bundle: ModelBundle, images: ImageSet) -> list[Evaluation]:
+    """Validation, test and (BreastMNIST) test without near-duplicates of training images."""
+    threshold = bundle.operating_point.threshold
+    parts = [("valid", images.part("valid")), ("test", images.part("test"))]
+    if images.name == "breastmnist":
+        dedup = images.subset((images.split == "test") & ~near_duplicates_of_train(images))
+        parts.append(("test_dedup", dedup))
+    return [
+        evaluate(part.y, bundle.probabilities(part.x), threshold, name=name) for name, part in parts
+    ]
+
+
+def _log_plots(
+    bundle: ModelBundle,
+    images: ImageSet,
+    evaluations: list[Evaluation],
+    history: list[dict[str, float]],
+) -> None:
+    curves = {}
+    for name in ("valid", "test"):
+        part = images.part(name)
+        curves[name] = (part.y, bundle.probabilities(part.x))
+    points = {e.name: e.operating_point for e in evaluations if e.name in curves}
+    test = next(e for e in evaluations if e.name == "test")
+    mlflow.log_figure(roc_figure(curves, points), "plots/roc.png")
+    mlflow.log_figure(
+        confusion_figure(test.operating_point, "test split"), "plots/confusion_test.png"
+    )
+    mlflow.log_figure(calibration_figure(*curves["test"]), "plots/calibration_test.png")
+    if history:
+        mlflow.log_figure(training_curves_figure(history), "plots/training_curves.png")
+
+
+def _log_evaluation(
+    bundle: ModelBundle,
+    images: ImageSet,
+    evaluations: list[Evaluation],
+    history: list[dict[str, float]],
+) -> None:
+    for evaluation in evaluations:
+        mlflow.log_metrics(evaluation.as_dict())
+    mlflow.log_metrics(
+        {"temperature": bundle.temperature, "threshold": bundle.operating_point.threshold}
+    )
+    _log_plots(bundle, images, evaluations, history)
+    mlflow.log_text(format_table(evaluations), "evaluation.txt")
+
+
+def run_training(
+    dataset: str,
+    config: TrainConfig,
+    *,
+    data_dir: Path,
+    experiment: str = "bcdiag",
+    register: bool = True,
+    run_id: str | None = None,
+) -> TrainingResult:
+    """Train, evaluate, log and (optionally) register one model; returns the figures.
+
+    Args:
+        run_id: an MLflow run to log into (papermill callers create it, so they can
+            attach the executed notebook); default: a new run in `experiment`.
+    """
+    start = time.perf_counter()
+    images = load_dataset(dataset, data_dir, config.image_size, config.seed)
+    mlflow.set_experiment(experiment)
+    run_name = f"{dataset}-{config.architecture}-seed{config.seed}"
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name) as run:
+        mlflow.log_params({"dataset": dataset, **config.as_params()})
+        mlflow.log_params(
+            {f"n_{s}": int((images.split == s).sum()) for s in ("train", "valid", "test")}
+        )
+        mlflow.set_tags(
+            {
+                "machine": platform.machine(),
+                "torch": torch.__version__,
+                "device": "cuda" if torch.cuda.is_available() else "cpu",
+            }
+        )
+        callback = MLflowCallback()
+        bundle = train_bundle(images, config, cbs=[callback])
+        evaluations = evaluate_bundle(bundle, images)
+        _log_evaluation(bundle, images, evaluations, callback.history)
+        registered = log_bundle(bundle, registered_name=None) if register else None
+        seconds = time.perf_counter() - start
+        mlflow.log_metric("train_seconds", seconds)
+    return TrainingResult(run.info.run_id, bundle, evaluations, registered, seconds)
+
+
+def run_evaluation(
+    model_name: str,
+    version: str,
+    dataset: str,
+    *,
+    data_dir: Path,
+    experiment: str = "bcdiag",
+    run_id: str | None = None,
+) -> list[Evaluation]:
+    """Evaluate a registered version on a data set's splits.
+
+    Args:
+        version: a version number, ``"champion"`` or ``"latest"`` (the newest).
+
+    The threshold is the one the version chose on its validation data; nothing is refitted.
+    """
+    if version == "champion":
+        current = champion(model_name)
+        if current is None:
+            raise BcdiagError(f"{model_name} has no champion yet; name a version number")
+        version = current.version
+    elif version == "latest":
+        version = latest_version(model_name)
+    bundle, info = load_version(model_name, version)
+    seed = int(bundle.info.get("config", {}).get("seed", 0))
+    images = load_dataset(dataset, data_dir, bundle.image_size, seed)
+    mlflow.set_experiment(experiment)
+    name = f"evaluate-{model_name}-v{version}-{dataset}"
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else name):
+        mlflow.log_params({"model_name": model_name, "model_version": version, "dataset": dataset})
+        mlflow.set_tag("bcdiag.model_sha256", info.sha256)
+        evaluations = evaluate_bundle(bundle, images)
+        _log_evaluation(bundle, images, evaluations, [])
+    return evaluations

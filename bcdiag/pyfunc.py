@@ -1,0 +1,145 @@
+"""The MLflow pyfunc of a `ModelBundle`: raw scan files in, calls out.
+
+The model reads each file with `bcdiag.scans.read_scan`, prepares it with
+`bcdiag.preprocess.prepare` (the path training took) and scores it with the bundle,
+so every consumer (app, batch scoring, ``mlflow models serve``) loads one thing.
+The bundle file is loaded only after its sha256 matches the one in the model config.
+"""
+
+# No `from __future__ import annotations`: MLflow inspects predict's type hints when
+# the class is created and warns about hints it sees as strings.
+
+import io
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from mlflow.pyfunc.model import PythonModel, PythonModelContext
+from numpy.typing import NDArray
+
+from bcdiag.errors import BcdiagError, ScanRejected
+
+if TYPE_CHECKING:
+    from mlflow.models import ModelSignature
+    from torch import nn
+
+    from bcdiag.bundle import ModelBundle
+
+BUNDLE_ARTIFACT = "bundle"
+SHA256_KEY = "bundle_sha256"
+SUSPICIOUS, NOT_SUSPICIOUS = "suspicious", "not suspicious"
+OUTPUT_COLUMNS = ("probability_malignant", "call", "threshold", "error")
+# Logged as the model's code (MLflow "models from code"), so the model holds no pickle.
+MODEL_CODE = """from mlflow.models import set_model
+
+from bcdiag.pyfunc import BcdiagPyfunc
+
+set_model(BcdiagPyfunc())
+"""
+
+
+class BcdiagPyfunc(PythonModel):  # type: ignore[misc]  # mlflow is untyped here
+    """Scores a DataFrame of scan files: ``image`` (bytes) and optional ``name``.
+
+    Output, one row per input row: ``probability_malignant`` (NaN for a rejected
+    file), ``call`` (``"suspicious"`` at or above the bundle's threshold, else
+    ``"not suspicious"``; missing when rejected), ``threshold`` and ``error`` (the
+    rejection message, else missing). A rejected file never fails the batch.
+    """
+
+    def __init__(self) -> None:
+        self._bundle: ModelBundle | None = None
+        self._nets: list[nn.Module] = []
+
+    def load_context(self, context: PythonModelContext) -> None:
+        """Load the bundle artifact, verifying the sha256 recorded in the model config."""
+        from pathlib import Path
+
+        from bcdiag.bundle import ModelBundle
+
+        sha256 = (context.model_config or {}).get(SHA256_KEY)
+        if not sha256:
+            raise BcdiagError(f"the model config has no {SHA256_KEY}; re-log the model")
+        self._bundle = ModelBundle.load(Path(context.artifacts[BUNDLE_ARTIFACT]), sha256)
+        self._nets = self._bundle.networks()
+
+    def predict(
+        self,
+        context: PythonModelContext,
+        model_input: pd.DataFrame,
+        params: dict[str, Any] | None = None,
+    ) -> pd.DataFrame:
+        """Probabilities and calls for each file; rejected files get an ``error``."""
+        from bcdiag.preprocess import prepare
+        from bcdiag.scans import read_scan
+        from bcdiag.scans.rules import reject
+
+        bundle = self._bundle
+        if bundle is None:
+            raise BcdiagError("the model is not loaded; load it with mlflow.pyfunc.load_model")
+        names = model_input["name"] if "name" in model_input else [None] * len(model_input)
+        images: list[NDArray[np.float32]] = []
+        errors: list[str | None] = []
+        for index, (data, name) in enumerate(zip(model_input["image"], names, strict=True)):
+            label = str(name) if isinstance(name, str) and name else f"row {index}"
+            try:
+                scan = read_scan(_as_bytes(data), label, modality=bundle.modality)
+                modality = scan.metadata.modality
+                if modality is not None and modality != bundle.modality:
+                    raise reject(
+                        "wrong-modality",
+                        label,
+                        f"this is a {modality} image, but this model reads {bundle.modality} "
+                        f"images. Use the bcdiag {modality} model.",
+                    )
+                size = bundle.image_size
+                laterality = scan.metadata.laterality
+                prepared = prepare(scan.image, modality=modality, laterality=laterality, size=size)
+            except ScanRejected as error:
+                errors.append(error.message)
+                continue
+            images.append(prepared)
+            errors.append(None)
+        scores = iter(bundle.probabilities(np.stack(images), self._nets) if images else ())
+        threshold = bundle.operating_point.threshold
+        rows = []
+        for message in errors:
+            probability = float(next(scores)) if message is None else float("nan")
+            call = None if message else SUSPICIOUS if probability >= threshold else NOT_SUSPICIOUS
+            rows.append((probability, call, threshold, message))
+        return pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS), index=model_input.index)
+
+
+def _as_bytes(value: object) -> bytes:
+    # A missing cell (None/NaN) reads as an empty file, which read_scan rejects by name.
+    return bytes(value) if isinstance(value, bytes | bytearray | memoryview) else b""
+
+
+def signature() -> "ModelSignature":
+    """Input: ``image`` (binary), optional ``name``; output: the four result columns."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    return ModelSignature(
+        inputs=Schema([ColSpec("binary", "image"), ColSpec("string", "name", required=False)]),
+        outputs=Schema(
+            [
+                ColSpec("double", "probability_malignant"),
+                ColSpec("string", "call", required=False),
+                ColSpec("double", "threshold"),
+                ColSpec("string", "error", required=False),
+            ]
+        ),
+    )
+
+
+def synthetic_png(size: int) -> bytes:
+    """A small non-blank grayscale PNG (a radial gradient), e.g. as an input example."""
+    from PIL import Image
+
+    axis = np.linspace(-1.0, 1.0, size)
+    radius = np.hypot(*np.meshgrid(axis, axis))
+    pixels = (255 * np.clip(1.0 - radius, 0.0, 1.0)).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -1,0 +1,224 @@
+"""The model registry: log a bundle as a pyfunc, load a version, move the champion.
+
+A registered version carries the bundle's sha256 as the tag ``bundle_sha256`` (also
+set on the run); `load_version` loads nothing whose sha256 differs. The ``champion``
+alias moves only through `promote`, whose gate for now is the validation AUC (metric
+``valid_auc`` on the version's run); the champion it replaces keeps the alias
+``previous-champion`` for a rollback.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from bcdiag.bundle import ModelBundle
+from bcdiag.errors import BcdiagError
+from bcdiag.pyfunc import BUNDLE_ARTIFACT, MODEL_CODE, SHA256_KEY, signature, synthetic_png
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+MODEL_NAMES = {"US": "bcdiag-us", "MG": "bcdiag-mg"}
+CHAMPION, PREVIOUS_CHAMPION = "champion", "previous-champion"
+GATE_METRIC = "valid_auc"
+BUNDLE_FILE = "bundle.pt"
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """What `log_bundle` logged and registered."""
+
+    run_id: str
+    model_uri: str
+    registered_name: str
+    version: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ModelVersionInfo:
+    """One registered version, as bcdiag uses it."""
+
+    name: str
+    version: str
+    run_id: str | None
+    sha256: str
+    aliases: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    """The outcome of `promote`; ``reason`` is one sentence for the audit trail."""
+
+    promoted: bool
+    reason: str
+    candidate_auc: float | None
+    champion_auc: float | None
+
+
+def model_name_for(modality: str) -> str:
+    """The registered model name of a modality (``bcdiag-us``, ``bcdiag-mg``)."""
+    if modality not in MODEL_NAMES:
+        raise BcdiagError(
+            f"no registered model for modality {modality!r}; modalities: {', '.join(MODEL_NAMES)}"
+        )
+    return MODEL_NAMES[modality]
+
+
+def log_bundle(
+    bundle: ModelBundle, *, registered_name: str | None = None, example_png: bytes | None = None
+) -> RegisteredModel:
+    """Log `bundle` as a pyfunc in the active run and register it.
+
+    Args:
+        bundle: the trained bundle.
+        registered_name: default `model_name_for` the bundle's modality.
+        example_png: a real scan for the input example; default a synthetic image.
+    """
+    import mlflow
+
+    run = mlflow.active_run()
+    if run is None:
+        raise BcdiagError("log_bundle needs an active MLflow run: call mlflow.start_run()")
+    name = registered_name or model_name_for(bundle.modality)
+    example = pd.DataFrame(
+        {"image": [example_png or synthetic_png(bundle.image_size)], "name": ["example.png"]}
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / BUNDLE_FILE
+        sha256 = bundle.save(path)
+        code = Path(folder) / "bcdiag_model.py"
+        code.write_text(MODEL_CODE)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(code),
+            artifacts={BUNDLE_ARTIFACT: str(path)},
+            model_config={SHA256_KEY: sha256},
+            signature=signature(),
+            input_example=example,
+            pip_requirements=_requirements(),
+            tags={SHA256_KEY: sha256, "modality": bundle.modality},
+        )
+    mlflow.set_tag(SHA256_KEY, sha256)
+    version = mlflow.register_model(info.model_uri, name, tags={SHA256_KEY: sha256})
+    return RegisteredModel(run.info.run_id, info.model_uri, name, str(version.version), sha256)
+
+
+def _requirements() -> list[str]:
+    # bcdiag brings the rest; mlflow and torch pinned to what wrote the model files.
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in ("bcdiag", "mlflow", "torch")]
+
+
+def version_info(name: str, version: str | int) -> ModelVersionInfo:
+    """A registered version; `BcdiagError` naming what exists when it does not."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    _registered_aliases(client, name)
+    try:
+        found = client.get_model_version(name, str(version))
+    except MlflowException as error:
+        versions = client.search_model_versions(f"name = '{name}'")
+        known = ", ".join(sorted((str(v.version) for v in versions), key=int)) or "none"
+        raise BcdiagError(f"{name} has no version {version}; its versions: {known}") from error
+    sha256 = found.tags.get(SHA256_KEY)
+    if not sha256:
+        raise BcdiagError(f"{name} version {version} has no {SHA256_KEY} tag; it cannot be loaded")
+    aliases = tuple(sorted(found.aliases))
+    return ModelVersionInfo(name, str(found.version), found.run_id, sha256, aliases)
+
+
+def load_version(name: str, version: str | int) -> tuple[ModelBundle, ModelVersionInfo]:
+    """Download a version's bundle and load it, verifying the registered sha256."""
+    import mlflow
+
+    info = version_info(name, version)
+    with tempfile.TemporaryDirectory() as folder:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{name}/{info.version}/artifacts/{BUNDLE_FILE}", dst_path=folder
+        )
+        return ModelBundle.load(Path(local), info.sha256), info
+
+
+def latest_version(name: str) -> str:
+    """The newest registered version of `name`."""
+    from mlflow import MlflowClient
+
+    versions = MlflowClient().search_model_versions(f"name = '{name}'")
+    if not versions:
+        raise BcdiagError(f"no version of {name} is registered yet; train one first")
+    return str(max(int(v.version) for v in versions))
+
+
+def champion(name: str) -> ModelVersionInfo | None:
+    """The version with the ``champion`` alias, or None."""
+    from mlflow import MlflowClient
+
+    version = _registered_aliases(MlflowClient(), name).get(CHAMPION)
+    return version_info(name, version) if version is not None else None
+
+
+def promote(name: str, version: str | int, *, force: bool = False) -> PromotionDecision:
+    """Move ``champion`` to `version` if its ``valid_auc`` is not below the champion's.
+
+    With no champion the version is promoted; ``force=True`` skips the gate. The
+    replaced champion keeps the alias ``previous-champion``.
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    candidate = version_info(name, version)
+    current = champion(name)
+    candidate_auc = _gate_metric(client, candidate)
+    champion_auc = _gate_metric(client, current) if current is not None else None
+    aucs = f"candidate {GATE_METRIC} {_shown(candidate_auc)}, champion {_shown(champion_auc)}"
+    if current is not None and current.version == candidate.version:
+        promoted, reason = False, f"version {candidate.version} is already the champion ({aucs})"
+    elif force:
+        promoted, reason = True, f"forced: the gate was skipped ({aucs})"
+    elif current is None:
+        promoted, reason = True, f"no champion yet ({aucs})"
+    elif candidate_auc is None:
+        promoted, reason = False, f"rejected: the candidate's run has no {GATE_METRIC} ({aucs})"
+    elif champion_auc is not None and candidate_auc < champion_auc:
+        promoted, reason = False, f"rejected: {aucs}; the candidate is below the champion"
+    else:
+        promoted, reason = True, f"passed the gate ({aucs})"
+    if promoted:
+        if current is not None:
+            client.set_registered_model_alias(name, PREVIOUS_CHAMPION, current.version)
+        client.set_registered_model_alias(name, CHAMPION, candidate.version)
+    return PromotionDecision(promoted, reason, candidate_auc, champion_auc)
+
+
+def _registered_aliases(client: MlflowClient, name: str) -> dict[str, str]:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        known = ", ".join(m.name for m in client.search_registered_models()) or "none"
+        raise BcdiagError(f"no registered model {name!r}; registered: {known}") from error
+    return {alias: str(v) for alias, v in model.aliases.items()}
+
+
+def _gate_metric(client: MlflowClient, info: ModelVersionInfo) -> float | None:
+    if info.run_id is None:
+        return None
+    value = client.get_run(info.run_id).data.metrics.get(GATE_METRIC)
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def _shown(value: float | None) -> str:
+    return "missing" if value is None else f"{value:.4f}"

@@ -1,0 +1,47 @@
+"""nbval runs every notebook here in `make test`.
+
+The notebooks log to MLflow, so a real MLflow server (the one `make run` starts,
+on a free port with a throwaway store) runs for them, and training runs before
+evaluation so the evaluation notebook has a registered model to score.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from bcdiag.services import mlflow_service, start, stop
+from bcdiag.settings import Settings
+
+_RUN_FIRST = ("explore_scans.ipynb", "train.ipynb")
+_server: list[subprocess.Popen[bytes]] = []
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    home = Path(tempfile.mkdtemp(prefix="bcdiag-nbval-"))
+    service = mlflow_service(Settings(home=home, mlflow_port=_free_port()))
+    _server.append(start(service))
+    os.environ["MLFLOW_TRACKING_URI"] = service.public_url  # the kernels inherit it
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    stop(_server)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def order(item: pytest.Item) -> int:
+        name = Path(str(item.fspath)).name
+        return _RUN_FIRST.index(name) if name in _RUN_FIRST else len(_RUN_FIRST)
+
+    items.sort(key=order)

@@ -1,0 +1,92 @@
+"""Training, evaluation and promotion end to end: papermill notebooks against a real
+MLflow server, driven through the `bcdiag` command line as users and the scheduler do."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from mlflow_server import MlflowServer
+
+
+def _bcdiag(server: MlflowServer, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": server.url}
+    return subprocess.run(
+        [sys.executable, "-m", "bcdiag", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_train_evaluate_promote_through_the_cli(
+    mlflow_server: MlflowServer, mlflow_tracking: str, data_dir: Path
+) -> None:
+    client = MlflowClient(mlflow_server.url)
+    experiment = client.get_experiment(mlflow_tracking).name
+
+    trained = _bcdiag(
+        mlflow_server, "train", "--epochs", "2", "--members", "1",
+        "--experiment", experiment, "--data-dir", str(data_dir), "--json",
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert "Traceback" not in trained.stdout
+    run_id = json.loads(trained.stdout.strip().splitlines()[-1])["run_id"]
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["epochs"] == "2" and run.data.params["dataset"] == "breastmnist"
+    assert [m.step for m in client.get_metric_history(run_id, "valid_loss")] == [0, 1]
+    for key in ("valid_auc", "valid_auc_low", "test_auc", "test_accuracy", "test_dedup_auc"):
+        assert 0.0 <= run.data.metrics[key] <= 1.0
+    assert run.data.metrics["test_dedup_n"] == 141  # 156 minus the 15 near-duplicates
+    artifacts = {a.path for a in client.list_artifacts(run_id, "plots")}
+    assert artifacts >= {
+        "plots/roc.png", "plots/confusion_test.png",
+        "plots/calibration_test.png", "plots/training_curves.png",
+    }  # fmt: skip
+    assert [a.path for a in client.list_artifacts(run_id, "notebooks")] == ["notebooks/train.ipynb"]
+    version = client.get_model_version("bcdiag-us", "1")
+    assert version.run_id == run_id and len(version.tags["bundle_sha256"]) == 64
+
+    promoted = _bcdiag(mlflow_server, "promote", "bcdiag-us", "1", "--json")
+    assert promoted.returncode == 0, promoted.stderr[-2000:]
+    assert json.loads(promoted.stdout)["promoted"] is True
+    assert client.get_model_version_by_alias("bcdiag-us", "champion").version == "1"
+
+    evaluated = _bcdiag(
+        mlflow_server, "evaluate", "--version", "champion",
+        "--experiment", experiment, "--data-dir", str(data_dir),
+    )  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    runs = client.search_runs([mlflow_tracking], "params.model_version = '1'")
+    assert len(runs) == 1
+    assert runs[0].data.metrics["test_auc"] == pytest.approx(run.data.metrics["test_auc"])
+
+
+def test_failed_notebook_marks_the_run_failed_and_keeps_the_notebook(
+    mlflow_server: MlflowServer, mlflow_tracking: str, tmp_path: Path
+) -> None:
+    client = MlflowClient(mlflow_server.url)
+    experiment = client.get_experiment(mlflow_tracking).name
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    result = _bcdiag(
+        mlflow_server, "train", "--epochs", "1", "--members", "1",
+        "--experiment", experiment, "--data-dir", str(empty),
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "breastmnist.npz is missing" in result.stderr
+    assert "Traceback" not in result.stderr
+    (run,) = client.search_runs([mlflow_tracking])
+    assert run.info.status == "FAILED"
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "notebooks")] == [
+        "notebooks/train.ipynb"
+    ]

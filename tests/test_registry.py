@@ -1,0 +1,132 @@
+"""log_bundle, the pyfunc, load_version and promote against a real MLflow server."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from mlflow_server import MlflowServer
+from PIL import Image
+
+from bcdiag.bundle import ModelBundle
+from bcdiag.datasets import ImageSet
+from bcdiag.errors import BcdiagError
+from bcdiag.pyfunc import SHA256_KEY
+from bcdiag.registry import (
+    CHAMPION,
+    PREVIOUS_CHAMPION,
+    RegisteredModel,
+    champion,
+    load_version,
+    log_bundle,
+    model_name_for,
+    promote,
+)
+
+pytestmark = pytest.mark.usefixtures("mlflow_tracking")
+
+
+@pytest.fixture(scope="module")
+def test_png(data_dir: Path) -> bytes:
+    """The first BreastMNIST test image as the PNG bytes a user would upload."""
+    with np.load(data_dir / "breastmnist" / "breastmnist.npz") as npz:
+        pixels = npz["test_images"][0]
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _log(
+    bundle: ModelBundle, example: bytes | None, valid_auc: float | None = None
+) -> RegisteredModel:
+    with mlflow.start_run():
+        if valid_auc is not None:
+            mlflow.log_metric("valid_auc", valid_auc)
+        return log_bundle(bundle, example_png=example)
+
+
+def test_log_bundle_registers_version_with_sha256(
+    small_bundle: ModelBundle, test_png: bytes
+) -> None:
+    logged = _log(small_bundle, test_png)
+    assert (logged.registered_name, logged.version) == (model_name_for("US"), "1")
+    client = MlflowClient()
+    version = client.get_model_version("bcdiag-us", "1")
+    assert version.tags[SHA256_KEY] == logged.sha256
+    assert client.get_run(logged.run_id).data.tags[SHA256_KEY] == logged.sha256
+    bundle, info = load_version("bcdiag-us", 1)
+    assert info.sha256 == logged.sha256
+    assert bundle.operating_point == small_bundle.operating_point
+
+
+def test_pyfunc_scores_files_and_rejects_per_row(
+    small_bundle: ModelBundle, test_png: bytes, breastmnist: ImageSet, data_dir: Path
+) -> None:
+    _log(small_bundle, test_png)
+    model = mlflow.pyfunc.load_model("models:/bcdiag-us/1")
+    ct = (data_dir / "dicom" / "CT_small.dcm").read_bytes()
+    frame = pd.DataFrame({"image": [test_png, ct], "name": ["lesion.png", "CT_small.dcm"]})
+    out = model.predict(frame)
+    expected = small_bundle.probabilities(breastmnist.part("test").x[:1])[0]
+    threshold = small_bundle.operating_point.threshold
+    assert out.loc[0, "probability_malignant"] == pytest.approx(expected, abs=1e-6)
+    assert out.loc[0, "call"] == ("suspicious" if expected >= threshold else "not suspicious")
+    assert pd.isna(out.loc[0, "error"])
+    assert np.isnan(out.loc[1, "probability_malignant"])
+    assert out.loc[1, "error"].startswith("CT_small.dcm: this DICOM file is modality CT")
+    assert out["threshold"].tolist() == [threshold, threshold]
+
+
+def test_tampered_bundle_is_refused(
+    small_bundle: ModelBundle, test_png: bytes, mlflow_server: MlflowServer
+) -> None:
+    logged = _log(small_bundle, test_png)
+    model_id = logged.model_uri.removeprefix("models:/")
+    (stored,) = [p for p in mlflow_server.artifacts.rglob("bundle.pt") if model_id in p.parts]
+    data = bytearray(stored.read_bytes())
+    data[-1] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    with pytest.raises(BcdiagError, match=f"but {logged.sha256} was registered"):
+        load_version("bcdiag-us", logged.version)
+    with pytest.raises(Exception, match="refusing to load it"):
+        mlflow.pyfunc.load_model(f"models:/bcdiag-us/{logged.version}")
+
+
+def test_promotion_gate(small_bundle: ModelBundle, test_png: bytes) -> None:
+    first = _log(small_bundle, test_png, valid_auc=0.8)
+    worse = _log(small_bundle, test_png, valid_auc=0.7)
+    assert champion("bcdiag-us") is None
+
+    decision = promote("bcdiag-us", first.version)
+    assert decision.promoted
+    assert "no champion" in decision.reason
+
+    decision = promote("bcdiag-us", worse.version)
+    assert not decision.promoted
+    assert (decision.candidate_auc, decision.champion_auc) == (0.7, 0.8)
+    assert "0.7000" in decision.reason
+    assert "0.8000" in decision.reason
+    current = champion("bcdiag-us")
+    assert current is not None
+    assert current.version == first.version
+
+    decision = promote("bcdiag-us", worse.version, force=True)
+    assert decision.promoted
+    assert "forced" in decision.reason
+    aliases = MlflowClient().get_registered_model("bcdiag-us").aliases
+    assert aliases == {CHAMPION: worse.version, PREVIOUS_CHAMPION: first.version}
+
+
+def test_unknown_model_or_version_is_named(small_bundle: ModelBundle) -> None:
+    with pytest.raises(BcdiagError, match="no registered model 'bcdiag-mg'; registered: none"):
+        load_version("bcdiag-mg", 1)
+    _log(small_bundle, None)  # the synthetic input example
+    with pytest.raises(BcdiagError, match="bcdiag-us has no version 7; its versions: 1"):
+        promote("bcdiag-us", 7)
+    with pytest.raises(BcdiagError, match="modalities: US, MG"):
+        model_name_for("CT")
