@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import fields
 from importlib.resources import files
@@ -162,3 +163,16 @@ def test_metadata_holds_no_patient_fields(data_dir: Path) -> None:
         if len(value) > 3:
             assert value not in exported
     assert scan.metadata.laterality == "L"
+
+
+def test_mias_mammogram_as_jpeg_accepted(data_dir: Path) -> None:
+    """A real mammogram saved as 8-bit JPEG (what a phone or PACS export gives)."""
+    original = Image.open(data_dir / "mias" / "png512" / "mdb028.png")
+    buffer = io.BytesIO()
+    original.save(buffer, format="JPEG", quality=92)
+    verdict = judge(buffer.getvalue(), "mdb028.jpg", modality="MG")
+    assert verdict.ok, verdict.message
+    assert verdict.scan is not None and verdict.scan.metadata.format == "jpeg"
+    assert (verdict.rows, verdict.columns) == (512, 512)
+    expected = np.asarray(original, dtype=np.float32) / 255.0
+    assert float(np.abs(verdict.scan.image - expected).mean()) < 0.01  # lossy, but close
