@@ -20,6 +20,7 @@ from typing import Literal
 
 import pydicom
 from dicognito.anonymizer import Anonymizer
+from PIL import Image
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
@@ -148,12 +149,26 @@ def _image_suffix(data: bytes) -> str | None:
     return None
 
 
+def strip_image_metadata(data: bytes) -> bytes:
+    """The decoded pixels of a PNG/JPEG re-saved as PNG with no text, EXIF or ICC data.
+
+    Text chunks and EXIF can carry names and dates; PNG keeps the decoded pixels exactly.
+    """
+    with Image.open(BytesIO(data)) as image:
+        image.load()
+        pixels = Image.frombytes(image.mode, image.size, image.tobytes())
+    buffer = BytesIO()
+    pixels.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def _export_one(storage: Storage, scan: StoredScan, out: Path, anonymizer: Anonymizer) -> str:
     """Write one scan under ``out``; returns the file name."""
     data = storage.scan_bytes(scan)
-    suffix = _image_suffix(data)
-    if suffix is None:
+    if _image_suffix(data) is None:
         data, suffix = deidentify_dicom(data, anonymizer), ".dcm"
+    else:
+        data, suffix = strip_image_metadata(data), ".png"
     name = scan.sha256 + suffix
     (out / name).write_bytes(data)
     return name

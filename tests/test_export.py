@@ -10,11 +10,12 @@ import numpy as np
 import pydicom
 import pytest
 from click.testing import CliRunner
+from PIL import Image, PngImagePlugin
 from pydicom.dataset import Dataset
 from sqlalchemy import select
 
 from bcdiag.errors import BcdiagError
-from bcdiag.export import export_deidentified
+from bcdiag.export import export_deidentified, strip_image_metadata
 from bcdiag.storage import Storage, upgrade
 from bcdiag.storage.models import AuditEvent
 
@@ -88,7 +89,8 @@ def test_export_deidentifies_and_withholds_what_may_show_text(
     assert {p.name for p in out.iterdir()} == exported | {"manifest.csv"}
     assert len(results) == len(stored)
     png_sha, png = stored["png"]
-    assert (out / manifest[png_sha]["file"]).read_bytes() == png
+    exported_png = Image.open(out / manifest[png_sha]["file"])
+    assert np.array_equal(np.asarray(exported_png), np.asarray(Image.open(BytesIO(png))))
     with storage.sessions() as session:
         audit = session.scalars(select(AuditEvent).where(AuditEvent.action == "scans.exported"))
         assert audit.one().details == {"exported": 4, "withheld": 3, "failed": 0}
@@ -150,3 +152,24 @@ def test_cli_refuses_identified_export_and_summarises_a_deidentified_one(
     done = runner.invoke(export, ["--deidentify", str(tmp_path / "out")])
     assert done.exit_code == 0, done.output
     assert "exported 2 of 2 scans" in done.output
+
+
+def test_image_text_and_exif_do_not_leave_with_the_pixels(data_dir: Path) -> None:
+    source = Image.open(next((data_dir / "mias" / "png512").glob("*.png")))
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "Patient DOE^JANE 1970-01-01")
+    tagged = BytesIO()
+    source.save(tagged, format="PNG", pnginfo=info)
+    jpeg = BytesIO()
+    exif = Image.Exif()
+    exif[0x010E] = "DOE^JANE"  # ImageDescription
+    source.save(jpeg, format="JPEG", exif=exif)
+    for data in (tagged.getvalue(), jpeg.getvalue()):
+        assert b"DOE" in data
+        clean = strip_image_metadata(data)
+        assert b"DOE" not in clean
+        assert Image.open(BytesIO(clean)).size == source.size
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(BytesIO(strip_image_metadata(tagged.getvalue())))),
+        np.asarray(source),
+    )
