@@ -10,6 +10,7 @@ from bcdiag.cli.data import data
 from bcdiag.cli.db import db
 from bcdiag.cli.export import export
 from bcdiag.cli.models import evaluate, promote
+from bcdiag.cli.predict import predict
 from bcdiag.cli.run import run
 from bcdiag.cli.train import train
 from bcdiag.cli.validate import validate
@@ -32,5 +33,5 @@ def main() -> None:
     """bcdiag: breast-cancer decision support centred on Jupyter."""
 
 
-for command in (validate, db, export, data, train, evaluate, promote, benchmark, run):
+for command in (validate, db, export, data, train, evaluate, promote, predict, benchmark, run):
     main.add_command(command)

@@ -1,0 +1,147 @@
+"""Predictor and Grad-CAM against a real MLflow server and real scans."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from PIL import Image
+
+from bcdiag import inference
+from bcdiag.bundle import ModelBundle
+from bcdiag.errors import ConfigurationError
+from bcdiag.heatmaps import grad_cam, overlay_png, target_layer
+from bcdiag.inference import NoModelError, Predictor
+from bcdiag.preprocess import prepare
+from bcdiag.registry import RegisteredModel, log_bundle, promote
+from bcdiag.scans import Scan, read_scan
+
+pytestmark = pytest.mark.usefixtures("mlflow_tracking")
+
+
+def breastmnist_png(data_dir: Path, index: int) -> bytes:
+    """A BreastMNIST test image as the PNG bytes a user would upload."""
+    with np.load(data_dir / "breastmnist" / "breastmnist.npz") as npz:
+        pixels = npz["test_images"][index]
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def register(bundle: ModelBundle, *, force: bool = False) -> RegisteredModel:
+    """Log and register `bundle` (with the gate metric) and make it the US champion."""
+    with mlflow.start_run():
+        mlflow.log_metric("valid_auc", 0.8)
+        logged = log_bundle(bundle)
+    assert promote(logged.registered_name, logged.version, force=force).promoted
+    return logged
+
+
+@pytest.fixture(scope="module")
+def us_scan(data_dir: Path) -> Scan:
+    """A BreastMNIST PNG read as an ultrasound scan."""
+    return read_scan(breastmnist_png(data_dir, 0), "lesion.png", modality="US")
+
+
+def test_probability_equals_bundle_probabilities(small_bundle: ModelBundle, us_scan: Scan) -> None:
+    logged = register(small_bundle)
+    result = Predictor().predict(us_scan, "lesion.png")
+    prepared = prepare(us_scan.image, modality="US", laterality=None, size=small_bundle.image_size)
+    expected = float(small_bundle.probabilities(prepared[None])[0])
+    assert result.probability_malignant == pytest.approx(expected, abs=1e-6)
+    point = small_bundle.operating_point
+    assert result.threshold == point.threshold
+    assert result.call == ("suspicious" if expected >= point.threshold else "not suspicious")
+    assert result.model == inference.ModelRef("bcdiag-us", "1", logged.sha256)
+    assert result.heatmap is None
+    payload = result.as_json()
+    assert payload["model"] == {"name": "bcdiag-us", "version": "1", "sha256": logged.sha256}
+    assert {"file", "probability_malignant", "call", "threshold"} <= payload.keys()
+
+
+def test_heatmap_is_an_image_sized_map_in_unit_range(
+    small_bundle: ModelBundle, us_scan: Scan
+) -> None:
+    register(small_bundle)
+    heat = Predictor().predict(us_scan, "lesion.png", heatmap=True).heatmap
+    assert heat is not None
+    assert heat.shape == (small_bundle.image_size,) * 2
+    assert heat.dtype == np.float32
+    assert heat.min() >= 0.0 and heat.max() <= 1.0
+    assert heat.std() > 0.01
+
+
+def test_heatmap_moves_with_the_image(small_bundle: ModelBundle, us_scan: Scan) -> None:
+    # With flip TTA the map is mirror-equivariant by construction: a map that did not
+    # follow the image (transposed, fixed pattern, wrong axis) fails this.
+    nets = small_bundle.networks()
+    prepared = prepare(us_scan.image, modality="US", laterality=None, size=small_bundle.image_size)
+    heat = grad_cam(small_bundle, nets, prepared)
+    mirrored = grad_cam(small_bundle, nets, np.ascontiguousarray(prepared[:, ::-1]))
+    np.testing.assert_allclose(mirrored, heat[:, ::-1], atol=1e-5)
+    assert np.abs(heat - heat[:, ::-1]).max() > 0.05  # the map itself is not symmetric
+    assert np.abs(heat - heat.T).max() > 0.05
+
+
+def test_grad_cam_without_flip_and_overlay_png(small_bundle: ModelBundle, us_scan: Scan) -> None:
+    bundle = dataclasses.replace(small_bundle, tta_flip=False)
+    prepared = prepare(us_scan.image, modality="US", laterality=None, size=bundle.image_size)
+    heat = grad_cam(bundle, bundle.networks(), prepared)
+    png = Image.open(io.BytesIO(overlay_png(prepared, heat)))
+    assert png.mode == "RGB"
+    assert png.size[0] >= 256 and png.size[0] % bundle.image_size == 0
+
+
+def test_target_layer_names_the_supported_architectures() -> None:
+    from torch import nn
+
+    with pytest.raises(ConfigurationError, match=r"no Grad-CAM target layer is known for Linear"):
+        target_layer(nn.Linear(2, 2))
+
+
+def test_new_champion_is_used_without_a_new_predictor(
+    small_bundle: ModelBundle, us_scan: Scan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loads: list[str] = []
+    real_load = inference.load_version
+
+    def counting_load(name: str, version: str | int) -> tuple[ModelBundle, object]:
+        loads.append(f"{name}/{version}")
+        return real_load(name, version)
+
+    monkeypatch.setattr(inference, "load_version", counting_load)
+    register(small_bundle)
+    predictor = Predictor()
+    assert predictor.predict(us_scan, "a.png").model.version == "1"
+    assert predictor.predict(us_scan, "b.png").model.version == "1"
+    register(small_bundle, force=True)
+    assert predictor.predict(us_scan, "c.png").model.version == "2"
+    assert loads == ["bcdiag-us/1", "bcdiag-us/2"]
+
+
+def test_mammogram_without_champion_has_no_model(small_bundle: ModelBundle, data_dir: Path) -> None:
+    register(small_bundle)  # a US champion exists; MG has none
+    path = data_dir / "dicom" / "derived" / "cbisddsm_Mass-Test_P_00173_LEFT_CC_benign_quarter.dcm"
+    scan = read_scan(path.read_bytes(), path.name)
+    assert scan.metadata.modality == "MG"
+    with pytest.raises(NoModelError, match="no champion model for MG yet: train and promote"):
+        Predictor().predict(scan, path.name)
+
+
+def test_registered_model_without_champion_has_no_model(
+    small_bundle: ModelBundle, us_scan: Scan
+) -> None:
+    with mlflow.start_run():
+        log_bundle(small_bundle)  # registered, never promoted
+    with pytest.raises(NoModelError, match="no champion model for US yet"):
+        Predictor().predict(us_scan, "lesion.png")
+
+
+def test_scan_of_unknown_modality_has_no_model(data_dir: Path) -> None:
+    scan = read_scan(breastmnist_png(data_dir, 1), "unknown.png")
+    with pytest.raises(NoModelError, match="unknown modality"):
+        Predictor().predict(scan, "unknown.png")
