@@ -1,8 +1,11 @@
 """nbval runs every notebook here in `make test`.
 
 The notebooks log to MLflow, so a real MLflow server (the one `make run` starts,
-on a free port with a throwaway store) runs for them, and training runs before
-evaluation so the evaluation notebook has a registered model to score.
+on a free port with a throwaway store) runs for them. Notebooks run before the
+rest of the suite, training before evaluation, so the evaluation notebook has a
+registered model to score; each notebook's kernel gets this server's URL even if
+a test moved MLflow's tracking URI (``mlflow.set_tracking_uri`` writes the
+environment).
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ import pytest
 from bcdiag.services import mlflow_service, start, stop
 from bcdiag.settings import Settings
 
-_RUN_FIRST = ("explore_scans.ipynb", "train.ipynb")
+_RUN_FIRST = ("explore_scans.ipynb", "train.ipynb", "evaluate.ipynb")
 _server: list[subprocess.Popen[bytes]] = []
+_url: list[str] = []
 
 
 def _free_port() -> int:
@@ -32,7 +36,13 @@ def pytest_configure(config: pytest.Config) -> None:
     home = Path(tempfile.mkdtemp(prefix="bcdiag-nbval-"))
     service = mlflow_service(Settings(home=home, mlflow_port=_free_port()))
     _server.append(start(service))
-    os.environ["MLFLOW_TRACKING_URI"] = service.public_url  # the kernels inherit it
+    _url.append(service.public_url)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if Path(str(item.fspath)).suffix == ".ipynb":
+        os.environ["MLFLOW_TRACKING_URI"] = _url[0]  # the kernel, started next, inherits it
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
