@@ -99,12 +99,14 @@ def run_training(
     experiment: str = "bcdiag",
     register: bool = True,
     run_id: str | None = None,
+    processes: int = 1,
 ) -> TrainingResult:
     """Train, evaluate, log and (optionally) register one model; returns the figures.
 
     Args:
         run_id: an MLflow run to log into (papermill callers create it, so they can
             attach the executed notebook); default: a new run in `experiment`.
+        processes: data-parallel training processes on this machine (`bcdiag.distributed`).
     """
     start = time.perf_counter()
     images = load_dataset(dataset, data_dir, config.image_size, config.seed)
@@ -123,7 +125,15 @@ def run_training(
             }
         )
         callback = MLflowCallback()
-        bundle = train_bundle(images, config, cbs=[callback])
+        if processes > 1:
+            from bcdiag.distributed import train_bundle_distributed
+
+            mlflow.log_param("processes", processes)
+            bundle = train_bundle_distributed(
+                dataset, data_dir, config, processes, run_id=run.info.run_id
+            )
+        else:
+            bundle = train_bundle(images, config, cbs=[callback])
         evaluations = evaluate_bundle(bundle, images)
         _log_evaluation(bundle, images, evaluations, callback.history)
         registered = log_bundle(bundle, registered_name=None) if register else None

@@ -139,34 +139,52 @@ def build_learner(
     return learner
 
 
-def train_bundle(
-    images: ImageSet, config: TrainConfig, cbs: Sequence[Callback] = ()
-) -> ModelBundle:
-    """Train every ensemble member, then calibrate and pick the threshold on validation."""
-    torch.set_num_threads(get_settings().torch_threads)
-    train = images.part("train")
-    mean, std = float(train.x.mean()), float(train.x.std())
-    members = []
-    for member in range(config.members):
-        seed_everything(config.seed * 1000 + member)
-        dls = make_dataloaders(images, config, mean, std)
-        learner = build_learner(dls, train.y, config, cbs)
+def fit_member(
+    images: ImageSet,
+    config: TrainConfig,
+    member: int,
+    stats: tuple[float, float],
+    cbs: Sequence[Callback] = (),
+    distributed: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Train one ensemble member; its weights as CPU tensors.
+
+    Args:
+        stats: the training split's (mean, std), fixed for every member.
+        distributed: train data-parallel in an already launched process group
+            (`bcdiag.distributed`), through fastai's own `distrib_ctx`.
+    """
+    seed_everything(config.seed * 1000 + member)
+    dls = make_dataloaders(images, config, *stats)
+    learner = build_learner(dls, images.part("train").y, config, cbs)
+    if distributed:
+        from bcdiag.distributed import fit_data_parallel
+
+        fit_data_parallel(learner, config.epochs, config.lr)
+    else:
         learner.fit_one_cycle(config.epochs, config.lr)
-        members.append(
-            {k: v.detach().float().cpu().clone() for k, v in learner.model.state_dict().items()}
-        )
+    return {k: v.detach().float().cpu().clone() for k, v in learner.model.state_dict().items()}
+
+
+def finish_bundle(
+    images: ImageSet,
+    config: TrainConfig,
+    members: list[dict[str, torch.Tensor]],
+    stats: tuple[float, float],
+    info: dict[str, Any] | None = None,
+) -> ModelBundle:
+    """Bundle trained members; fit temperature and choose the threshold on validation only."""
     bundle = ModelBundle(
         architecture=config.architecture,
         modality=images.modality,
         image_size=config.image_size,
-        mean=mean,
-        std=std,
+        mean=stats[0],
+        std=stats[1],
         members=members,
-        info={"dataset": images.name, "config": config.as_params()},
+        info={"dataset": images.name, "config": config.as_params(), **(info or {})},
     )
     valid = images.part("valid")
-    logits = bundle.logits(valid.x)
-    bundle.temperature = fit_temperature(valid.y, logits)
+    bundle.temperature = fit_temperature(valid.y, bundle.logits(valid.x))
     probabilities = bundle.probabilities(valid.x)
     threshold = choose_threshold(
         valid.y, probabilities, rule=config.threshold_rule, min_sensitivity=config.min_sensitivity
@@ -176,3 +194,19 @@ def train_bundle(
         threshold, point.sensitivity, point.specificity, config.threshold_rule
     )
     return bundle
+
+
+def training_stats(images: ImageSet) -> tuple[float, float]:
+    """Mean and standard deviation of the training split (the model's normalisation)."""
+    train = images.part("train").x
+    return float(train.mean()), float(train.std())
+
+
+def train_bundle(
+    images: ImageSet, config: TrainConfig, cbs: Sequence[Callback] = ()
+) -> ModelBundle:
+    """Train every ensemble member in this process, then calibrate on validation."""
+    torch.set_num_threads(get_settings().torch_threads)
+    stats = training_stats(images)
+    members = [fit_member(images, config, m, stats, cbs) for m in range(config.members)]
+    return finish_bundle(images, config, members, stats)

@@ -90,3 +90,21 @@ def test_failed_notebook_marks_the_run_failed_and_keeps_the_notebook(
     assert [a.path for a in client.list_artifacts(run.info.run_id, "notebooks")] == [
         "notebooks/train.ipynb"
     ]
+
+
+@pytest.mark.slow
+def test_train_data_parallel_logs_epochs_from_rank_zero(
+    mlflow_server: MlflowServer, mlflow_tracking: str, data_dir: Path
+) -> None:
+    client = MlflowClient(mlflow_server.url)
+    experiment = client.get_experiment(mlflow_tracking).name
+    trained = _bcdiag(
+        mlflow_server, "train", "--epochs", "2", "--members", "1", "--processes", "2",
+        "--no-register", "--experiment", experiment, "--data-dir", str(data_dir), "--json",
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    run = client.get_run(json.loads(trained.stdout.strip().splitlines()[-1])["run_id"])
+    assert run.info.status == "FINISHED" and run.data.params["processes"] == "2"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "valid_loss")] == [0, 1]
+    assert 0.0 <= run.data.metrics["test_auc"] <= 1.0
+    assert not client.search_registered_models()

@@ -20,6 +20,13 @@ from bcdiag.settings import get_settings
 @click.option("--epochs", type=int, help="Epochs per ensemble member.")
 @click.option("--members", type=int, help="Ensemble members (each its own seed).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--processes",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Data-parallel training processes (fastai distributed; gloo on CPU, NCCL on GPU).",
+)
 @click.option("--experiment", default="bcdiag", show_default=True, help="MLflow experiment.")
 @click.option("--register/--no-register", default=True, show_default=True)
 @click.option(
@@ -33,6 +40,7 @@ def train(
     epochs: int | None,
     members: int | None,
     seed: int,
+    processes: int,
     experiment: str,
     register: bool,
     data_dir: Path | None,
@@ -57,6 +65,7 @@ def train(
         "dataset": dataset,
         **{k: v for k, v in config.as_params().items() if k in _NOTEBOOK_PARAMETERS},
         "register": register,
+        "processes": processes,
         "data_dir": str(folder) if folder else None,
     }
     run_id = run_notebook("train", parameters, experiment=experiment, run_name=f"train-{dataset}")
