@@ -13,6 +13,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bcdiag.errors import ConfigurationError
+
 
 def _default_home() -> Path:
     return Path.cwd() / "var"
@@ -94,6 +96,13 @@ class Settings(BaseSettings):
         default=2_000_000_000,
         description="Address-space limit of the process that judges one file.",
     )
+
+    def required_data_dir(self, override: Path | None = None) -> Path:
+        """`override`, else `data_dir`; a clear error when neither is set."""
+        folder = override or self.data_dir
+        if folder is None:
+            raise ConfigurationError("set BCDIAG_DATA_DIR or pass --data-dir")
+        return folder
 
     @property
     def resolved_database_url(self) -> str:

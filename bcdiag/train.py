@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from typing import Any, Literal
 
@@ -62,13 +62,15 @@ class TrainConfig:
         return asdict(self)
 
 
-def recipe_for(dataset: str) -> TrainConfig:
-    """The recipe bcdiag trains each data set with unless told otherwise."""
+def recipe_for(dataset: str, **overrides: Any) -> TrainConfig:
+    """The recipe bcdiag trains `dataset` with; `overrides` that are not None replace its values."""
     if dataset == "mias":
         # 64 px keeps masses and the breast outline, not calcifications: a CPU-sized
         # research baseline on 322 digitised films, not a screening model.
-        return TrainConfig(image_size=64, epochs=30, members=2, batch_size=16, lr=2e-3)
-    return TrainConfig()
+        recipe = TrainConfig(image_size=64, epochs=30, members=2, batch_size=16, lr=2e-3)
+    else:
+        recipe = TrainConfig()
+    return replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
 
 
 class ArrayDataset:

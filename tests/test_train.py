@@ -13,7 +13,6 @@ from PIL import Image
 from bcdiag.architectures import build_model
 from bcdiag.bundle import ModelBundle
 from bcdiag.datasets import ImageSet
-from bcdiag.datasets.breastmnist import load
 from bcdiag.errors import BcdiagError, ConfigurationError
 from bcdiag.preprocess import prepare
 from bcdiag.scans import read_scan
@@ -21,12 +20,13 @@ from bcdiag.train import TrainConfig, make_dataloaders, train_bundle
 
 
 @pytest.fixture(scope="module")
-def images(data_dir: Path) -> ImageSet:
-    return load(data_dir)
+def images(breastmnist: ImageSet) -> ImageSet:
+    return breastmnist
 
 
 @pytest.fixture(scope="module")
 def bundle(images: ImageSet) -> ModelBundle:
+    """Two members, so the ensemble path is exercised."""
     return train_bundle(images, TrainConfig(epochs=1, members=2))
 
 

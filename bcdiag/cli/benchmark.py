@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
-from typing import Any
 
 import click
 
-from bcdiag.errors import ConfigurationError
 from bcdiag.settings import get_settings
 
 
@@ -37,14 +34,8 @@ def quality(
     from bcdiag.quality import run_quality  # torch + fastai: load on use
     from bcdiag.train import recipe_for
 
-    folder = data_dir or get_settings().data_dir
-    if folder is None:
-        raise ConfigurationError("set BCDIAG_DATA_DIR or pass --data-dir")
-    overrides: dict[str, Any] = {"epochs": epochs, "members": members}
-    config = dataclasses.replace(
-        recipe_for(dataset), **{k: v for k, v in overrides.items() if v is not None}
-    )
-    report = run_quality(folder, seeds, config)
+    config = recipe_for(dataset, epochs=epochs, members=members)
+    report = run_quality(get_settings().required_data_dir(data_dir), seeds, config)
     click.echo(json.dumps(report.summary()) if as_json else report.table())
 
 
@@ -73,13 +64,8 @@ def crossval(
     from bcdiag.evaluate import format_table
     from bcdiag.train import recipe_for
 
-    folder = data_dir or get_settings().data_dir
-    if folder is None:
-        raise ConfigurationError("set BCDIAG_DATA_DIR or pass --data-dir")
-    overrides: dict[str, Any] = {"epochs": epochs, "members": members, "image_size": image_size}
-    config = dataclasses.replace(
-        recipe_for(dataset), **{k: v for k, v in overrides.items() if v is not None}
-    )
+    folder = get_settings().required_data_dir(data_dir)
+    config = recipe_for(dataset, epochs=epochs, members=members, image_size=image_size)
     start = time.perf_counter()
     result = cross_validate(load_dataset(dataset, folder, config.image_size), config, folds)
     seconds = time.perf_counter() - start

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -50,15 +48,13 @@ def train(
     from bcdiag.notebook_runs import run_notebook  # torch, fastai, mlflow: load on use
     from bcdiag.train import recipe_for
 
-    overrides: dict[str, Any] = {
-        "architecture": architecture,
-        "image_size": image_size,
-        "epochs": epochs,
-        "members": members,
-        "seed": seed,
-    }
-    config = dataclasses.replace(
-        recipe_for(dataset), **{k: v for k, v in overrides.items() if v is not None}
+    config = recipe_for(
+        dataset,
+        architecture=architecture,
+        image_size=image_size,
+        epochs=epochs,
+        members=members,
+        seed=seed,
     )
     folder = data_dir or get_settings().data_dir
     parameters = {
