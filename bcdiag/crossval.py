@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bcdiag.datasets import ImageSet
+from bcdiag.errors import ConfigurationError
 from bcdiag.evaluate import Evaluation, evaluate
 from bcdiag.metrics import OperatingPoint, operating_point
 from bcdiag.train import TrainConfig, train_bundle
@@ -46,6 +47,10 @@ def cross_validate(images: ImageSet, config: TrainConfig, folds: int = 5) -> Cro
     operating point (at 0.5) is not a deployed one: `pooled_calls` counts the
     calls each fold's validation-chosen threshold made.
     """
+    if folds < 3:
+        raise ConfigurationError(
+            f"cross-validation needs at least 3 folds (test, validation, training), not {folds}"
+        )
     fold = patient_folds(images.groups, folds, config.seed)
     probabilities = np.zeros(len(images), dtype=np.float32)
     calls = np.zeros(len(images), dtype=bool)

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from bcdiag.crossval import cross_validate, patient_folds
 from bcdiag.datasets.mias import load
+from bcdiag.errors import ConfigurationError
 from bcdiag.train import TrainConfig
 
 
@@ -29,3 +31,9 @@ def test_every_mammogram_is_scored_once_by_a_model_blind_to_its_patient(data_dir
     assert result.pooled.n == 322 and 0.0 <= result.pooled.auc.auc <= 1.0
     counted = result.pooled_calls
     assert counted.tp + counted.fp == int(result.calls.sum())
+
+
+def test_two_folds_are_refused_they_leave_nothing_to_train_on(data_dir: Path) -> None:
+    images = load(data_dir, image_size=32, seed=0)
+    with pytest.raises(ConfigurationError, match="at least 3 folds"):
+        cross_validate(images, TrainConfig(image_size=32, epochs=1, members=1), folds=2)

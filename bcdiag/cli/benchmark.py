@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -35,7 +37,8 @@ def quality(
     from bcdiag.train import recipe_for
 
     config = recipe_for(dataset, epochs=epochs, members=members)
-    report = run_quality(get_settings().required_data_dir(data_dir), seeds, config)
+    with contextlib.redirect_stdout(sys.stderr):  # fastai's progress bars; stdout is the result
+        report = run_quality(get_settings().required_data_dir(data_dir), seeds, config)
     click.echo(json.dumps(report.summary()) if as_json else report.table())
 
 
@@ -67,7 +70,8 @@ def crossval(
     folder = get_settings().required_data_dir(data_dir)
     config = recipe_for(dataset, epochs=epochs, members=members, image_size=image_size)
     start = time.perf_counter()
-    result = cross_validate(load_dataset(dataset, folder, config.image_size), config, folds)
+    with contextlib.redirect_stdout(sys.stderr):  # fastai's progress bars; stdout is the result
+        result = cross_validate(load_dataset(dataset, folder, config.image_size), config, folds)
     seconds = time.perf_counter() - start
     if as_json:
         click.echo(
