@@ -11,7 +11,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from bcdiag.settings import Settings, get_settings
-from bcdiag.storage import scan_store
+from bcdiag.storage import analysis_store, scan_store
+from bcdiag.storage.analysis_store import ConfirmedCase, StoredAnalysis, StoredFeedback
 from bcdiag.storage.blobs import BlobStore, open_blob_store
 from bcdiag.storage.database import (
     database_errors,
@@ -74,6 +75,63 @@ class Storage:
     def scan_bytes(self, scan: StoredScan) -> bytes:
         """The stored file of ``scan``, checked against its hash."""
         return self.blobs.get(scan.sha256)
+
+    def record_analysis(
+        self,
+        *,
+        scan_id: int,
+        user: str,
+        model_name: str,
+        model_version: str,
+        model_sha256: str,
+        probability: float,
+        threshold: float,
+        call: str,
+        heatmap_png: bytes | None,
+        details: Mapping[str, Any],
+    ) -> StoredAnalysis:
+        """See `bcdiag.storage.analysis_store.record_analysis`."""
+        return analysis_store.record_analysis(
+            self.sessions,
+            self.blobs,
+            scan_id=scan_id,
+            user=user,
+            model_name=model_name,
+            model_version=model_version,
+            model_sha256=model_sha256,
+            probability=probability,
+            threshold=threshold,
+            call=call,
+            heatmap_png=heatmap_png,
+            details=details,
+        )
+
+    def list_analyses(self, user: str, limit: int = 50) -> list[StoredAnalysis]:
+        """The user's own analyses, newest first."""
+        return analysis_store.list_analyses(self.sessions, user, limit)
+
+    def get_analysis(self, analysis_id: int, user: str) -> StoredAnalysis:
+        """The user's analysis; `AnalysisNotFound` if it is missing or another user's."""
+        return analysis_store.get_analysis(self.sessions, analysis_id, user)
+
+    def heatmap_png(self, analysis: StoredAnalysis) -> bytes | None:
+        """The analysis' heatmap PNG, checked against its hash; None if it has none."""
+        sha256 = analysis.heatmap_sha256
+        return None if sha256 is None else self.blobs.get(sha256)
+
+    def record_feedback(
+        self, analysis_id: int, user: str, outcome: str, note: str = ""
+    ) -> StoredFeedback:
+        """See `bcdiag.storage.analysis_store.record_feedback`."""
+        return analysis_store.record_feedback(self.sessions, analysis_id, user, outcome, note)
+
+    def latest_feedback(self, analysis_id: int, user: str) -> StoredFeedback | None:
+        """The newest feedback on the user's own analysis, if any."""
+        return analysis_store.latest_feedback(self.sessions, analysis_id, user)
+
+    def confirmed_cases(self) -> list[ConfirmedCase]:
+        """Scans labelled by their analyses' newest feedback, for retraining."""
+        return analysis_store.confirmed_cases(self.sessions)
 
     def close(self) -> None:
         """Close the database connections."""

@@ -1,0 +1,151 @@
+"""One upload from file to stored analysis, with the audit trail the clinician app needs.
+
+`analyse_upload` never raises for a bad file or a modality without a model: it
+returns an `AnalysisRejected` with a plain sentence. The order of work keeps the
+stores consistent: a rejected file stores nothing; an accepted one is stored
+before it is scored (so a scan without a model is kept for later); the heatmap
+blob is written before the analysis row that names it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from bcdiag.heatmaps import overlay_png
+from bcdiag.inference import NoModelError, Prediction, Predictor
+from bcdiag.scans import judge
+from bcdiag.storage import Storage, StoredScan
+from bcdiag.storage.analysis_store import StoredAnalysis
+
+NO_MODEL = "no-model"
+"""`AnalysisRejected.code` of a valid scan whose modality has no champion model yet."""
+
+
+@dataclass(frozen=True)
+class AnalysisAccepted:
+    """A scored upload: the stored analysis, the prediction, and the images to show.
+
+    ``image_png`` is the model's view of the scan (grey, windowed, upscaled as the
+    heatmap is); ``heatmap_png`` is the Grad-CAM overlay on it.
+    """
+
+    analysis: StoredAnalysis
+    prediction: Prediction
+    image_png: bytes
+    heatmap_png: bytes
+    ok: Literal[True] = True
+
+
+@dataclass(frozen=True)
+class AnalysisRejected:
+    """An upload that was not analysed: a stable ``code`` and a sentence for people.
+
+    ``scan`` is the stored scan when the file was valid but had no model (``no-model``).
+    """
+
+    file: str
+    code: str
+    message: str
+    scan: StoredScan | None = None
+    ok: Literal[False] = False
+
+
+AnalysisOutcome = AnalysisAccepted | AnalysisRejected
+
+
+def analyse_upload(
+    storage: Storage,
+    predictor: Predictor,
+    data: bytes,
+    filename: str,
+    *,
+    user: str,
+    modality: str | None,
+) -> AnalysisOutcome:
+    """Validate, store, score and record one uploaded file.
+
+    Args:
+        storage: where the scan, heatmap, analysis and audit events go.
+        predictor: scores with the champion of the scan's modality.
+        data: the uploaded file, unchanged.
+        filename: the name the user gave it (shown back, never interpreted).
+        user: the clinician uploading.
+        modality: ``"US"`` or ``"MG"`` for PNG and JPEG files; DICOM names its own.
+
+    Raises:
+        StorageError: the database or blob store failed.
+        BcdiagError: the model registry failed.
+    """
+    verdict = judge(data, filename, modality=modality)
+    if verdict.scan is None:
+        code = verdict.code or "rejected"
+        storage.record_audit(
+            user=user,
+            action="upload.rejected",
+            target="upload",
+            details={"filename": filename, "code": code},
+        )
+        return AnalysisRejected(filename, code, verdict.message)
+    metadata = verdict.scan.metadata
+    scan = storage.store_scan(data, filename=filename, metadata=metadata.as_dict(), user=user)
+    try:
+        prediction = predictor.predict(verdict.scan, filename, heatmap=True)
+    except NoModelError:
+        storage.record_audit(
+            user=user,
+            action="analysis.no-model",
+            target=f"scan:{scan.id}",
+            details={"modality": metadata.modality},
+        )
+        return AnalysisRejected(
+            filename, NO_MODEL, _no_model_message(filename, metadata.modality), scan
+        )
+    heat = prediction.heatmap
+    if heat is None:
+        raise RuntimeError("Predictor.predict(heatmap=True) returned no heatmap")
+    heatmap_png = overlay_png(prediction.prepared, heat)
+    analysis = storage.record_analysis(
+        scan_id=scan.id,
+        user=user,
+        model_name=prediction.model.name,
+        model_version=prediction.model.version,
+        model_sha256=prediction.model.sha256,
+        probability=prediction.probability_malignant,
+        threshold=prediction.threshold,
+        call=prediction.call,
+        heatmap_png=heatmap_png,
+        details={
+            "filename": filename,
+            "sensitivity": prediction.sensitivity,
+            "specificity": prediction.specificity,
+            "modality": prediction.modality,
+        },
+    )
+    # The plain image through the same upscaling as the overlay, so both line up.
+    image_png = overlay_png(prediction.prepared, np.zeros_like(heat), alpha=0.0)
+    return AnalysisAccepted(analysis, prediction, image_png, heatmap_png)
+
+
+def _no_model_message(filename: str, modality: str | None) -> str:
+    if modality is None:
+        return (
+            f"{filename}: the kind of scan is unknown, so it was not analysed. "
+            "Choose ultrasound or mammography when uploading PNG or JPEG files."
+        )
+    return (
+        f"{filename}: there is no model for {modality} scans yet, so it was stored "
+        "but not analysed."
+    )
+
+
+def audit_view(storage: Storage, analysis: StoredAnalysis, *, user: str) -> None:
+    """Record that ``user`` opened ``analysis`` (a result card or a history entry)."""
+    storage.record_audit(user=user, action="analysis.viewed", target=f"analysis:{analysis.id}")
+
+
+def audit_report_download(storage: Storage, analysis: StoredAnalysis, *, user: str) -> None:
+    """Record that ``user`` downloaded the PDF report of ``analysis``."""
+    storage.record_audit(user=user, action="report.downloaded", target=f"analysis:{analysis.id}")
