@@ -9,6 +9,7 @@ blob is written before the analysis row that names it.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Literal
 
@@ -107,6 +108,11 @@ def analyse_upload(
     if heat is None:
         raise RuntimeError("Predictor.predict(heatmap=True) returned no heatmap")
     heatmap_png = overlay_png(prediction.prepared, heat)
+    # The plain image through the same upscaling as the overlay, so both line up; kept
+    # as a blob so a reopened analysis shows exactly what was shown the first time.
+    image_png = overlay_png(prediction.prepared, np.zeros_like(heat), alpha=0.0)
+    image_sha256 = hashlib.sha256(image_png).hexdigest()
+    storage.blobs.put(image_sha256, image_png)
     analysis = storage.record_analysis(
         scan_id=scan.id,
         user=user,
@@ -122,10 +128,9 @@ def analyse_upload(
             "sensitivity": prediction.sensitivity,
             "specificity": prediction.specificity,
             "modality": prediction.modality,
+            "image_sha256": image_sha256,
         },
     )
-    # The plain image through the same upscaling as the overlay, so both line up.
-    image_png = overlay_png(prediction.prepared, np.zeros_like(heat), alpha=0.0)
     return AnalysisAccepted(analysis, prediction, image_png, heatmap_png)
 
 

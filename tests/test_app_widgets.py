@@ -1,0 +1,123 @@
+"""The clinician app driven in Python: upload real files, read the cards, check what is stored."""
+
+from __future__ import annotations
+
+import base64
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import ipywidgets as widgets
+import pytest
+from sqlalchemy import select
+from test_inference import breastmnist_png, register
+
+from bcdiag.app import ClinicianApp
+from bcdiag.app.cards import OUTCOME_CHOICES
+from bcdiag.bundle import ModelBundle
+from bcdiag.inference import Predictor
+from bcdiag.storage import Storage
+from bcdiag.storage.analysis_store import OUTCOME_LABELS
+from bcdiag.storage.models import AuditEvent
+
+
+def _upload(app: ClinicianApp, *files: tuple[str, bytes]) -> None:
+    app.upload.value = tuple(
+        {"name": name, "type": "", "size": len(data), "content": memoryview(data),
+         "last_modified": datetime.now(UTC)}
+        for name, data in files
+    )  # fmt: skip
+    app.analyse.click()
+
+
+def _texts(widget: widgets.Widget) -> str:
+    """All HTML text under a widget."""
+    if isinstance(widget, widgets.HTML):
+        return str(widget.value)
+    children = getattr(widget, "children", ())
+    return "\n".join(_texts(child) for child in children)
+
+
+def _find(widget: widgets.Widget, kind: type[widgets.Widget], description: str) -> widgets.Widget:
+    for child in getattr(widget, "children", ()):
+        if isinstance(child, kind) and getattr(child, "description", None) == description:
+            return child
+        found = _find(child, kind, description) if hasattr(child, "children") else None
+        if found is not None:
+            return found
+    return None  # type: ignore[return-value]
+
+
+@pytest.mark.usefixtures("mlflow_tracking")
+def test_upload_gives_a_card_a_reason_a_report_and_an_outcome(
+    storage: Storage, small_bundle: ModelBundle, data_dir: Path
+) -> None:
+    register(small_bundle)
+    app = ClinicianApp(storage, Predictor(), "alice")
+    hostile = "<img src=x onerror=alert(1)>.png"
+    ct = (data_dir / "dicom" / "CT_small.dcm").read_bytes()
+    _upload(app, (hostile, breastmnist_png(data_dir, 3)), ("CT_small.dcm", ct))
+
+    card, rejection = app.results.children
+    text = _texts(card)
+    assert "&lt;img src=x onerror=alert(1)&gt;.png" in text and "<img src=x" not in text
+    assert re.search(r"Probability of malignancy: <b>\d+\.\d%</b>", text)
+    assert "bcdiag-us version 1" in text and "not a diagnosis" in text
+    assert "modality CT" in _texts(rejection) and "Not analysed" in _texts(rejection)
+    assert app.progress.value == app.progress.max == 2
+
+    picture = next(w for w in card.children[0].children if isinstance(w, widgets.Image))
+    with_heatmap = picture.value
+    _find(card, widgets.ToggleButton, "Heatmap on").value = False
+    assert picture.value != with_heatmap and bytes(picture.value).startswith(b"\x89PNG")
+
+    _find(card, widgets.Button, "Prepare PDF report").click()
+    link = re.search(r"base64,([A-Za-z0-9+/=]+)'", _texts(card))
+    assert link and base64.b64decode(link.group(1)).startswith(b"%PDF")
+
+    _find(card, widgets.Dropdown, "Outcome:").value = "biopsy-malignant"
+    _find(card, widgets.Button, "Record outcome").click()
+    assert "Recorded: Biopsy: malignant" in _texts(card)
+    assert [case.malignant for case in storage.confirmed_cases()] == [1]
+
+    with storage.sessions() as session:
+        actions = [e.action for e in session.scalars(select(AuditEvent).order_by(AuditEvent.id))]
+    assert actions[:2] == ["scan.stored", "analysis.created"]
+    assert {"upload.rejected", "report.downloaded", "feedback.recorded"} <= set(actions)
+
+
+@pytest.mark.usefixtures("mlflow_tracking")
+def test_history_is_private_and_reopens_the_same_card(
+    storage: Storage, small_bundle: ModelBundle, data_dir: Path
+) -> None:
+    register(small_bundle)
+    alice = ClinicianApp(storage, Predictor(), "alice")
+    _upload(alice, ("first.png", breastmnist_png(data_dir, 1)))
+    _upload(alice, ("second.png", breastmnist_png(data_dir, 2)))
+    history = _texts(alice.history)
+    assert history.index("second.png") < history.index("first.png")  # newest first
+
+    bob = ClinicianApp(storage, Predictor(), "bob")
+    assert "first.png" not in _texts(bob.history) and "No analyses yet" in _texts(bob.history)
+
+    first_id = storage.list_analyses("alice")[-1].id
+    alice.reopen(first_id)
+    (card,) = alice.results.children
+    assert "first.png" in _texts(card)
+    with storage.sessions() as session:
+        assert (
+            session.scalars(select(AuditEvent).where(AuditEvent.action == "analysis.viewed"))
+            .one()
+            .user
+            == "alice"
+        )
+
+
+def test_outcome_choices_are_the_stored_outcomes() -> None:
+    assert {value for _, value in OUTCOME_CHOICES} == set(OUTCOME_LABELS)
+
+
+def test_an_empty_upload_asks_for_files(storage: Storage) -> None:
+    app = ClinicianApp(storage, Predictor(), "alice")
+    app.analyse.click()
+    assert "Choose one or more scans" in app.status.value
