@@ -5,7 +5,7 @@ on a free port with a throwaway store) runs for them. Notebooks run before the
 rest of the suite, training before evaluation, so the evaluation notebook has a
 registered model to score; each notebook's kernel gets this server's URL even if
 a test moved MLflow's tracking URI (``mlflow.set_tracking_uri`` writes the
-environment).
+environment). The app notebook gets a migrated throwaway database.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ import pytest
 
 from bcdiag.services import mlflow_service, start, stop
 from bcdiag.settings import Settings
+from bcdiag.storage import upgrade
 
-_RUN_FIRST = ("explore_scans.ipynb", "train.ipynb", "evaluate.ipynb")
+_RUN_FIRST = ("explore_scans.ipynb", "train.ipynb", "evaluate.ipynb", "app.ipynb")
 _server: list[subprocess.Popen[bytes]] = []
-_url: list[str] = []
+_kernel_env: dict[str, str] = {}
 
 
 def _free_port() -> int:
@@ -36,13 +37,14 @@ def pytest_configure(config: pytest.Config) -> None:
     home = Path(tempfile.mkdtemp(prefix="bcdiag-nbval-"))
     service = mlflow_service(Settings(home=home, mlflow_port=_free_port()))
     _server.append(start(service))
-    _url.append(service.public_url)
+    upgrade(f"sqlite:///{home / 'bcdiag.sqlite'}")  # the app notebook's database
+    _kernel_env.update(MLFLOW_TRACKING_URI=service.public_url, BCDIAG_HOME=str(home))
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if Path(str(item.fspath)).suffix == ".ipynb":
-        os.environ["MLFLOW_TRACKING_URI"] = _url[0]  # the kernel, started next, inherits it
+        os.environ.update(_kernel_env)  # the kernel, started next, inherits it
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -1,0 +1,119 @@
+"""The clinician app in a real browser: Voilà serves notebooks/app.ipynb, Playwright drives
+Debian's Chromium. Screenshots land in test-artifacts/."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mlflow_server import MlflowServer
+from playwright.sync_api import Page, sync_playwright
+from test_inference import breastmnist_png, register
+
+from bcdiag.bundle import ModelBundle
+from bcdiag.settings import get_settings
+from bcdiag.storage import upgrade
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def voila_url(
+    mlflow_server: MlflowServer, mlflow_tracking: str, small_bundle: ModelBundle, tmp_path: Path
+) -> Iterator[str]:
+    """Voilà serving the app against a fresh database and a registered US champion."""
+    register(small_bundle)
+    home = tmp_path / "home"
+    home.mkdir()
+    upgrade(f"sqlite:///{home / 'bcdiag.sqlite'}")
+    port = _free_port()
+    env = {
+        **os.environ,
+        "BCDIAG_HOME": str(home),
+        "MLFLOW_TRACKING_URI": mlflow_server.url,
+        "JUPYTERHUB_USER": "dr-alice",
+    }
+    env.pop("BCDIAG_DATABASE_URL", None)
+    notebook = get_settings().notebooks_dir / "app.ipynb"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "voila", str(notebook), "--no-browser",
+         f"--port={port}", "--Voila.ip=127.0.0.1"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(url, timeout=2).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture
+def page(voila_url: str) -> Iterator[Page]:
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(accept_downloads=True)
+        page.goto(voila_url, timeout=60_000)
+        page.get_by_text("Signed in as").wait_for(timeout=60_000)
+        yield page
+        browser.close()
+
+
+def _upload(page: Page, files: list[Path]) -> None:
+    with page.expect_file_chooser() as chooser:
+        page.locator("button.widget-upload").click()
+    chooser.value.set_files([str(f) for f in files])
+    page.get_by_role("button", name="Analyse").click()
+
+
+@pytest.mark.slow
+def test_clinician_uploads_sees_result_rejection_and_downloads_report(
+    page: Page, data_dir: Path, tmp_path: Path
+) -> None:
+    png = tmp_path / "lesion <i>1<i> & co.png"
+    png.write_bytes(breastmnist_png(data_dir, 5))
+    _upload(page, [png, data_dir / "dicom" / "CT_small.dcm"])
+    page.get_by_text("Probability of malignancy").wait_for(timeout=90_000)
+    page.get_by_text("Not analysed").wait_for(timeout=30_000)
+    body = page.inner_text("body")
+    assert "dr-alice" in body
+    assert "lesion <i>1<i> & co.png" in body  # shown as text, not markup
+    assert "bcdiag-us version 1" in body and "modality CT" in body
+    assert "Traceback" not in body
+    assert page.locator("img").count() >= 1
+    page.screenshot(path=str(ARTIFACTS / "app_result.png"), full_page=True)
+
+    page.get_by_role("button", name="Prepare PDF report").click()
+    with page.expect_download() as download:
+        page.get_by_text("Download report (PDF)").click()
+    assert Path(download.value.path()).read_bytes().startswith(b"%PDF")
+
+    page.get_by_role("tab", name="My analyses").click()
+    page.get_by_role("button", name="Refresh history").click()
+    assert "lesion <i>1<i> & co.png" in page.inner_text("body")
