@@ -70,9 +70,24 @@ def lab_service(settings: Settings, token: str) -> Service:
     return Service("jupyterlab", argv, f"{url}/api", f"{url}/lab?token={token}", env)
 
 
+def app_service(settings: Settings) -> Service:
+    """The clinician app: Voilà serving notebooks/app.ipynb (no file browser, no code)."""
+    url = f"http://127.0.0.1:{settings.app_port}"
+    argv = [
+        sys.executable, "-m", "voila", str(settings.notebooks_dir / "app.ipynb"),
+        "--no-browser", f"--port={settings.app_port}", "--Voila.ip=127.0.0.1",
+    ]  # fmt: skip
+    env = {"MLFLOW_TRACKING_URI": settings.resolved_tracking_uri, "BCDIAG_HOME": str(settings.home)}
+    return Service("clinician app", argv, f"{url}/", f"{url}/", env)
+
+
 def platform_services(settings: Settings) -> list[Service]:
     """Everything `make run` starts, in start order."""
-    return [mlflow_service(settings), lab_service(settings, secrets.token_urlsafe(24))]
+    return [
+        mlflow_service(settings),
+        lab_service(settings, secrets.token_urlsafe(24)),
+        app_service(settings),
+    ]
 
 
 def start(service: Service, timeout_s: float = 120.0) -> subprocess.Popen[bytes]:

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     port: int = Field(
         default=8000, description="Port of the platform's front door on 127.0.0.1 (`make run`)."
     )
+    app_port: int = Field(
+        default=8866, description="Port of the clinician app (Voilà) on 127.0.0.1 (`make run`)."
+    )
     mlflow_port: int = Field(
         default=5000, description="Port of the MLflow tracking server, bound to 127.0.0.1 only."
     )

@@ -13,7 +13,7 @@ from bcdiag.storage.database import upgrade
 
 @click.command()
 def run() -> None:
-    """Migrate the database and start MLflow and JupyterLab on 127.0.0.1 (Ctrl-C stops)."""
+    """Migrate the database; start MLflow, JupyterLab and the clinician app (Ctrl-C stops)."""
     settings = get_settings()
     settings.home.mkdir(parents=True, exist_ok=True)
     upgrade(settings.resolved_database_url)
