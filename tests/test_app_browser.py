@@ -95,4 +95,3 @@ def test_clinician_uploads_sees_result_rejection_and_downloads_report(
     page.get_by_role("tab", name="My analyses").click()
     page.get_by_role("button", name="Refresh history").click()
     assert "lesion <i>1<i> & co.png" in page.inner_text("body")
-
