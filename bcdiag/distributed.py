@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from fastai.learner import Learner
 from bcdiag.bundle import ModelBundle
 from bcdiag.datasets.catalog import load_dataset
 from bcdiag.errors import BcdiagError
+from bcdiag.services import free_port
 from bcdiag.settings import get_settings
 from bcdiag.tracking import MLflowCallback, Tracker
 from bcdiag.train import TrainConfig, finish_bundle, fit_member, training_stats
@@ -53,12 +53,6 @@ def fit_data_parallel(learner: Learner, epochs: int, lr: float) -> None:
         learner.fit_one_cycle(epochs, lr)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def train_bundle_distributed(
     dataset: str, data_dir: Path, config: TrainConfig, processes: int, run_id: str | None = None
 ) -> ModelBundle:
@@ -72,7 +66,7 @@ def train_bundle_distributed(
         command = [
             sys.executable, "-m", "torch.distributed.run",
             f"--nproc_per_node={processes}", "--master_addr=127.0.0.1",
-            f"--master_port={_free_port()}",
+            f"--master_port={free_port()}",
             "-m", "bcdiag.distributed",
             "--dataset", dataset, "--data-dir", str(data_dir),
             "--config", json.dumps(config.as_params()), "--out", str(weights),

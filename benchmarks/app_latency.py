@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,18 +28,12 @@ from playwright.sync_api import sync_playwright
 
 from bcdiag.datasets.breastmnist import load
 from bcdiag.registry import log_bundle, promote
-from bcdiag.services import mlflow_service, start, stop
+from bcdiag.services import free_port, mlflow_service, start, stop
 from bcdiag.settings import Settings, get_settings
 from bcdiag.storage import upgrade
 from bcdiag.train import TrainConfig, train_bundle
 
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def percentiles(values: list[float]) -> str:

@@ -11,14 +11,13 @@ environment). The app notebook gets a migrated throwaway database.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from bcdiag.services import mlflow_service, start, stop
+from bcdiag.services import free_port, mlflow_service, start, stop
 from bcdiag.settings import Settings
 from bcdiag.storage import upgrade
 
@@ -27,15 +26,11 @@ _server: list[subprocess.Popen[bytes]] = []
 _kernel_env: dict[str, str] = {}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def pytest_configure(config: pytest.Config) -> None:
     home = Path(tempfile.mkdtemp(prefix="bcdiag-nbval-"))
-    service = mlflow_service(Settings(home=home, mlflow_port=_free_port()))
+    service = mlflow_service(Settings(home=home, mlflow_port=free_port()))
     _server.append(start(service))
     upgrade(f"sqlite:///{home / 'bcdiag.sqlite'}")  # the app notebook's database
     _kernel_env.update(MLFLOW_TRACKING_URI=service.public_url, BCDIAG_HOME=str(home))

@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, make_url, text
 
+from bcdiag.services import free_port
 from bcdiag.settings import get_settings
 from bcdiag.storage import Storage, upgrade
 
@@ -98,13 +98,6 @@ def storage(migrated_url: str, tmp_path: Path) -> Iterator[Storage]:
     """Storage on a migrated database and a blob folder under tmp_path."""
     with Storage.open(migrated_url, (tmp_path / "blobs").as_uri()) as opened:
         yield opened
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ Debian's Chromium. Screenshots land in test-artifacts/."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -14,7 +13,7 @@ from playwright.sync_api import Page, sync_playwright
 from test_inference import breastmnist_png, register
 
 from bcdiag.bundle import ModelBundle
-from bcdiag.services import app_service, start, stop
+from bcdiag.services import app_service, free_port, start, stop
 from bcdiag.settings import Settings
 from bcdiag.storage import upgrade
 
@@ -26,12 +25,6 @@ CHROMIUM_ARGS = [
 ]  # fmt: skip
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def voila_url(
     mlflow_server: MlflowServer, mlflow_tracking: str, small_bundle: ModelBundle, tmp_path: Path
@@ -41,7 +34,7 @@ def voila_url(
     home = tmp_path / "home"
     home.mkdir()
     upgrade(f"sqlite:///{home / 'bcdiag.sqlite'}")
-    settings = Settings(home=home, app_port=_free_port(), mlflow_tracking_uri=mlflow_server.url)
+    settings = Settings(home=home, app_port=free_port(), mlflow_tracking_uri=mlflow_server.url)
     service = app_service(settings)
     service = replace(service, env={**service.env, "JUPYTERHUB_USER": "dr-alice"})
     process = start(service, timeout_s=90)

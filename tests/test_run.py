@@ -14,11 +14,7 @@ from pathlib import Path
 
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from bcdiag.services import free_port
 
 
 def _wait_for_line(process: subprocess.Popen[str], text: str, timeout_s: float) -> list[str]:
@@ -37,7 +33,7 @@ def _wait_for_line(process: subprocess.Popen[str], text: str, timeout_s: float) 
 
 @pytest.mark.slow
 def test_run_starts_services_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
-    lab_port, mlflow_port, app_port = _free_port(), _free_port(), _free_port()
+    lab_port, mlflow_port, app_port = free_port(), free_port(), free_port()
     env = {
         **os.environ,
         "BCDIAG_HOME": str(tmp_path / "home"),
