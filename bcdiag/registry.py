@@ -4,7 +4,8 @@ A registered version carries the bundle's sha256 as the tag ``bundle_sha256`` (a
 set on the run); `load_version` loads nothing whose sha256 differs. The ``champion``
 alias moves only through `promote`, whose gate for now is the validation AUC (metric
 ``valid_auc`` on the version's run); the champion it replaces keeps the alias
-``previous-champion`` for a rollback.
+``previous-champion`` for a `rollback`. Scheduled retraining moves it through
+`set_champion` after its own gate (`bcdiag.gate`).
 """
 
 from __future__ import annotations
@@ -160,10 +161,17 @@ def latest_version(name: str) -> str:
 
 
 def champion(name: str) -> ModelVersionInfo | None:
-    """The version with the ``champion`` alias, or None."""
+    """The version with the ``champion`` alias; None if there is none or `name` is unregistered."""
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
-    version = _registered_aliases(MlflowClient(), name).get(CHAMPION)
+    try:
+        aliases = MlflowClient().get_registered_model(name).aliases
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        return None
+    version = aliases.get(CHAMPION)
     return version_info(name, version) if version is not None else None
 
 
@@ -194,10 +202,52 @@ def promote(name: str, version: str | int, *, force: bool = False) -> PromotionD
     else:
         promoted, reason = True, f"passed the gate ({aucs})"
     if promoted:
-        if current is not None:
-            client.set_registered_model_alias(name, PREVIOUS_CHAMPION, current.version)
-        client.set_registered_model_alias(name, CHAMPION, candidate.version)
+        set_champion(name, candidate.version)
     return PromotionDecision(promoted, reason, candidate_auc, champion_auc)
+
+
+def set_champion(name: str, version: str | int) -> ModelVersionInfo | None:
+    """Give `version` the ``champion`` alias, no questions asked; returns the one replaced.
+
+    The replaced champion keeps ``previous-champion``; callers apply a gate first.
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    candidate = version_info(name, version)
+    current = champion(name)
+    if current is not None and current.version != candidate.version:
+        client.set_registered_model_alias(name, PREVIOUS_CHAMPION, current.version)
+    client.set_registered_model_alias(name, CHAMPION, candidate.version)
+    return current
+
+
+def rollback(name: str) -> tuple[str, str]:
+    """Move ``champion`` back to ``previous-champion``; returns (restored, withdrawn) versions.
+
+    The ``previous-champion`` alias is removed, so a second rollback fails rather than
+    flipping back to the withdrawn version.
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    aliases = _registered_aliases(client, name)
+    previous, current = aliases.get(PREVIOUS_CHAMPION), aliases.get(CHAMPION)
+    if previous is None or current is None:
+        raise BcdiagError(f"{name} has no {PREVIOUS_CHAMPION} to roll back to")
+    client.set_registered_model_alias(name, CHAMPION, previous)
+    client.delete_registered_model_alias(name, PREVIOUS_CHAMPION)
+    return previous, current
+
+
+def version_of_run(name: str, run_id: str) -> str:
+    """The version of `name` that MLflow run `run_id` registered."""
+    from mlflow import MlflowClient
+
+    versions = MlflowClient().search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    if not versions:
+        raise BcdiagError(f"MLflow run {run_id} registered no version of {name}")
+    return str(max(int(v.version) for v in versions))
 
 
 def _registered_aliases(client: MlflowClient, name: str) -> dict[str, str]:

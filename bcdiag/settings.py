@@ -24,6 +24,14 @@ def _default_notebooks() -> Path:
     return Path(__file__).resolve().parent.parent / "notebooks"
 
 
+_LOCKED_MIAS_PATIENTS = (
+    8, 13, 15, 30, 32, 33, 34, 47, 50, 57, 59, 60, 62, 70, 74, 77,
+    78, 79, 96, 97, 102, 105, 114, 116, 121, 122, 128, 140, 147, 150, 155, 161,
+)  # fmt: skip
+"""mini-MIAS patients (p008 …) whose films form the MG locked test set: those the
+seed-0 patient split holds out (64 films, 10 malignant)."""
+
+
 class Settings(BaseSettings):
     """bcdiag's configuration, read from ``BCDIAG_*`` environment variables."""
 
@@ -98,6 +106,42 @@ class Settings(BaseSettings):
     validate_memory_bytes: int = Field(
         default=2_000_000_000,
         description="Address-space limit of the process that judges one file.",
+    )
+
+    # retraining
+    retrain_cron: str = Field(
+        default="0 3 * * 0",
+        description="When the scheduler runs a retraining cycle: a cron expression in UTC "
+        "(croniter; a sixth field gives seconds). Default: weekly, Sundays 03:00.",
+    )
+    retrain_modalities: list[str] = Field(
+        default=["US", "MG"],
+        description="Modalities a cycle retrains (JSON list); one without base data is skipped.",
+    )
+    scheduler_port: int = Field(
+        default=8877,
+        description="Port of the retraining scheduler's /health status page on 127.0.0.1.",
+    )
+    gate_auc_margin: float = Field(
+        default=0.02,
+        description="Non-inferiority margin on AUC: a challenger is promoted only if the "
+        "lower bound of the 95% DeLong interval of AUC(challenger) - AUC(champion) on the "
+        "locked test set is above minus this margin.",
+    )
+    gate_sensitivity_margin: float = Field(
+        default=0.05,
+        description="A challenger's locked-test sensitivity at its own (validation-chosen) "
+        "threshold may be at most this much below the champion's.",
+    )
+    locked_test_us: list[str] = Field(
+        default=["test-*"],
+        description="Locked test set of the US gate: shell patterns over BreastMNIST "
+        "image ids (JSON list). Default: the official test split (test-0 … test-155).",
+    )
+    locked_test_mg: list[str] = Field(
+        default_factory=lambda: [f"p{n:03d}" for n in _LOCKED_MIAS_PATIENTS],
+        description="Locked test set of the MG gate: shell patterns over mini-MIAS patient "
+        "ids (JSON list). Default: 32 of 161 patients (64 films, 10 malignant).",
     )
 
     def required_data_dir(self, override: Path | None = None) -> Path:

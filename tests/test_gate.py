@@ -1,0 +1,178 @@
+"""The retraining gate on constructed scores, and the locked test sets it uses."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bcdiag.datasets import ImageSet
+from bcdiag.datasets.mias import load as load_mias
+from bcdiag.gate import PROMOTED, REJECTED, Margins, Scores, judge
+from bcdiag.metrics import paired_auc_difference
+from bcdiag.retrain_data import (
+    confirmed_set,
+    lock_test_split,
+    locked_patterns,
+    missing_base_data,
+    retraining_set,
+)
+from bcdiag.scans import read_scan
+from bcdiag.settings import Settings, get_settings
+from bcdiag.storage import Storage
+
+RNG = np.random.default_rng(7)
+Y = np.repeat([1, 0], [60, 140])
+NOISE = RNG.normal(size=Y.size)
+
+
+def _scores(version: str, signal: float, threshold: float = 0.5, noise: float = 1.0) -> Scores:
+    """Probabilities whose separation of the classes grows with `signal`."""
+    logits = signal * (Y - 0.5) + noise * NOISE
+    return Scores(version, 1 / (1 + np.exp(-logits)), threshold)
+
+
+def test_an_identical_challenger_is_non_inferior() -> None:
+    champion = _scores("1", 2.0)
+    decision = judge(Y, _scores("2", 2.0), champion, Margins())
+    assert decision.decision == PROMOTED and decision.promoted
+    assert decision.difference is not None and decision.difference.delta == 0.0
+    assert decision.reason.startswith("non-inferior: AUC")
+    assert decision.champion is not None and decision.champion.version == "1"
+    assert (decision.n_test, decision.n_positive) == (200, 60)
+
+
+def test_a_challenger_without_signal_is_rejected_on_auc() -> None:
+    decision = judge(Y, _scores("2", 0.0, threshold=0.0), _scores("1", 3.0), Margins())
+    assert decision.decision == REJECTED
+    assert decision.challenger.sensitivity == 1.0  # flags everyone: sensitivity alone passes
+    assert decision.difference is not None and decision.difference.high < 0
+    assert "lower bound not above -0.02" in decision.reason
+    assert "sensitivity 1.000 vs" in decision.reason and "within 0.05" in decision.reason
+
+
+def test_the_auc_margin_is_the_boundary() -> None:
+    champion, challenger = _scores("1", 3.0), _scores("2", 3.0, noise=1.15)
+    low = paired_auc_difference(Y, challenger.probabilities, champion.probabilities).low
+    assert -0.2 < low < 0
+    assert judge(Y, challenger, champion, Margins(auc=-low + 0.001)).promoted
+    rejected = judge(Y, challenger, champion, Margins(auc=-low - 0.001))
+    assert not rejected.promoted
+    assert f"{low:+.3f}" in rejected.reason
+
+
+def test_sensitivity_may_drop_by_the_margin_and_no_more() -> None:
+    champion = _scores("1", 2.0, threshold=0.5)
+    positives = np.sort(champion.probabilities[Y == 1])
+    drop = {k: float(positives[k]) + 1e-9 for k in (3, 4)}  # threshold above k+1 positives…
+    for k, threshold in drop.items():
+        challenger = Scores("2", champion.probabilities, threshold)
+        decision = judge(Y, challenger, champion, Margins(sensitivity=0.05))
+        assert decision.champion is not None
+        lost = decision.champion.sensitivity - decision.challenger.sensitivity
+        # the same ranking (AUC difference 0); only the operating point differs
+        assert decision.difference is not None and decision.difference.delta == 0
+        assert decision.promoted == (lost <= 0.05 + 1e-12), (k, lost)
+    assert not judge(Y, Scores("2", champion.probabilities, 0.99), champion, Margins()).promoted
+
+
+def test_without_a_champion_the_auc_must_beat_chance() -> None:
+    promoted = judge(Y, _scores("1", 2.0), None, Margins())
+    assert promoted.promoted and promoted.champion is None and promoted.difference is None
+    assert promoted.reason.startswith("no champion yet")
+    assert promoted.challenger.auc.low > 0.5
+    chance = judge(Y, _scores("1", 0.0), None, Margins())
+    assert not chance.promoted
+    assert "lower bound not above 0.5" in chance.reason
+
+
+def test_figures_are_flat_for_mlflow_and_json_safe() -> None:
+    decision = judge(Y, _scores("2", 2.0), _scores("1", 1.0), Margins())
+    metrics = decision.metrics()
+    for key in ("challenger_auc_low", "champion_auc_high", "auc_difference_low", "n_test"):
+        assert isinstance(metrics[f"gate_{key}"], float)
+    assert metrics["gate_promoted"] == 1.0
+    assert json.loads(json.dumps(decision.as_json()))["champion"]["version"] == "1"
+
+
+def test_margins_and_locked_sets_are_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BCDIAG_GATE_AUC_MARGIN", "0.01")
+    monkeypatch.setenv("BCDIAG_LOCKED_TEST_US", '["test-1*"]')
+    settings = Settings()
+    assert Margins.from_settings(settings) == Margins(auc=0.01, sensitivity=0.05)
+    assert locked_patterns("US", settings) == ["test-1*"]
+    assert settings.retrain_cron == "0 3 * * 0"  # weekly by default
+
+
+def test_us_locked_test_set_is_the_official_test_split(breastmnist: ImageSet) -> None:
+    locked = lock_test_split(breastmnist, locked_patterns("US", get_settings()))
+    assert np.array_equal(locked.split, breastmnist.split)  # official train/valid/test kept
+    assert (locked.split == "test").sum() == 156
+
+
+def test_mg_locked_test_set_is_the_fixed_patients_and_only_them(data_dir: Path) -> None:
+    patterns = locked_patterns("MG", get_settings())
+    for seed in (0, 3):  # whatever split the data set itself draws
+        locked = lock_test_split(load_mias(data_dir, image_size=28, seed=seed), patterns)
+        test_patients = {g for g, s in zip(locked.groups, locked.split, strict=True) if s == "test"}
+        assert test_patients == set(patterns)
+        assert (locked.split == "test").sum() == 64 and locked.part("test").y.sum() == 10
+        for split in ("train", "valid"):
+            assert not set(locked.part(split).groups) & set(patterns)
+
+
+def test_a_locked_set_without_both_classes_is_refused(breastmnist: ImageSet) -> None:
+    with pytest.raises(Exception, match=r"locked test set of breastmnist .* needs 2\+ of each"):
+        lock_test_split(breastmnist, ["test-0"])
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _confirm(storage: Storage, data: bytes, outcome: str, modality: str = "US") -> None:
+    metadata = read_scan(data, "scan.png", modality=modality).metadata.as_dict()
+    scan = storage.store_scan(data, filename="scan.png", metadata=metadata, user="dr-a")
+    analysis = storage.record_analysis(
+        scan_id=scan.id, user="dr-a", model_name="bcdiag-us", model_version="1",
+        model_sha256="c" * 64, probability=0.4, threshold=0.5, call="not suspicious",
+        heatmap_png=None, details={},
+    )  # fmt: skip
+    storage.record_feedback(analysis.id, "dr-a", outcome)
+
+
+def test_confirmed_scans_join_training_only_and_never_a_locked_image(
+    storage: Storage, breastmnist: ImageSet, data_dir: Path
+) -> None:
+    with np.load(data_dir / "breastmnist" / "breastmnist.npz") as npz:
+        train, test = npz["train_images"], npz["test_images"]
+    _confirm(storage, _png(train[1]), "biopsy-benign")
+    _confirm(storage, _png(train[1]), "biopsy-malignant")  # same file: the newer outcome wins
+    _confirm(storage, _png(train[4]), "normal-follow-up")
+    _confirm(storage, _png(test[5]), "biopsy-malignant")  # a locked test image, uploaded
+    _confirm(storage, _png(train[0]), "biopsy-benign")  # 1.5 grey levels from a held-out image
+    _confirm(storage, _png(train[2]), "biopsy-benign", modality="MG")
+    confirmed, counts = confirmed_set(storage, "US", 28)
+    assert (counts.confirmed, counts.duplicate_sha256, counts.other_modality) == (6, 1, 1)
+    assert len(confirmed) == 4 and set(confirmed.split) == {"train"}
+    assert sorted(confirmed.y.tolist()) == [0, 0, 1, 1]
+
+    patterns = locked_patterns("US", get_settings())
+    merged, counts = retraining_set(breastmnist, confirmed, patterns, counts)
+    assert (counts.near_locked, counts.used) == (2, 2)
+    for split in ("valid", "test"):
+        assert np.array_equal(merged.part(split).x, breastmnist.part(split).x)
+    assert (merged.split == "train").sum() == 546 + 2
+    assert merged.part("train").y[-2:].tolist() == [1, 0]  # train[1] malignant, train[4] normal
+
+
+def test_missing_base_data_is_named(tmp_path: Path, data_dir: Path) -> None:
+    assert missing_base_data("US", data_dir) is None and missing_base_data("MG", data_dir) is None
+    assert "BCDIAG_DATA_DIR is not set" in str(missing_base_data("US", None))
+    assert "base data set mias is missing" in str(missing_base_data("MG", tmp_path))
