@@ -1,0 +1,158 @@
+"""The retraining scheduler: one cycle at each time of ``BCDIAG_RETRAIN_CRON``.
+
+`serve` (``bcdiag retrain --schedule``, started by `make run` through
+`scheduler_service`) fires `bcdiag.retrain.run_cycle` on the cron schedule (UTC),
+one cycle after another in one thread, and answers ``/health`` on
+127.0.0.1:``BCDIAG_SCHEDULER_PORT`` with the schedule and what each firing did. A
+firing while another cycle holds the lock (a ``bcdiag retrain --now``, a second
+scheduler) is refused and recorded; the next comes at the next cron time.
+On Kubernetes, ``hub_config/k8s/retrain-cronjob.yaml`` runs ``--now`` instead.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+from bcdiag.errors import BcdiagError, ConfigurationError
+from bcdiag.settings import Settings
+
+if TYPE_CHECKING:
+    from bcdiag.retrain import CycleOutcome
+    from bcdiag.services import Service
+
+RAN, REFUSED, FAILED = "ran", "refused", "failed"
+
+
+@dataclass(frozen=True)
+class Firing:
+    """One time the schedule came due: ``result`` is ran, refused or failed."""
+
+    at: str
+    result: str
+    detail: str
+    outcomes: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _run_cycle() -> Sequence[CycleOutcome]:
+    from bcdiag.retrain import run_cycle
+
+    return run_cycle()
+
+
+class Scheduler:
+    """Fires `cycle` at each time of the cron expression `cron` (UTC)."""
+
+    def __init__(self, cron: str, cycle: Callable[[], Sequence[CycleOutcome]] = _run_cycle) -> None:
+        from croniter import croniter
+
+        if not croniter.is_valid(cron):
+            raise ConfigurationError(
+                f"BCDIAG_RETRAIN_CRON {cron!r} is not a cron expression, e.g. '0 3 * * 0' "
+                "(Sundays 03:00 UTC); a sixth field gives seconds"
+            )
+        self.cron = cron
+        self.cycle = cycle
+        self.history: list[Firing] = []
+        self.next_at: datetime | None = None
+        self._lock = threading.Lock()
+
+    def next_fire(self, after: datetime) -> datetime:
+        """The first cron time strictly after `after`."""
+        from croniter import croniter
+
+        found: datetime = croniter(self.cron, after).get_next(datetime)
+        return found
+
+    def fire(self) -> Firing:
+        """Run one cycle now; a cycle already running makes this one refused."""
+        from bcdiag.retrain import CycleRunning
+
+        at = datetime.now(UTC).isoformat(timespec="seconds")
+        try:
+            outcomes = self.cycle()
+        except CycleRunning as error:
+            firing = Firing(at, REFUSED, str(error))
+        except BcdiagError as error:  # e.g. storage down: recorded, the schedule goes on
+            firing = Firing(at, FAILED, str(error))
+        else:
+            decisions = ", ".join(f"{o.model} {o.decision}" for o in outcomes)
+            firing = Firing(at, RAN, decisions, [o.as_json() for o in outcomes])
+        with self._lock:
+            self.history.append(firing)
+        print(f"retraining {firing.result} at {at}: {firing.detail}", file=sys.stderr, flush=True)
+        return firing
+
+    def run(self, stop: threading.Event) -> None:
+        """Fire on schedule until `stop` is set."""
+        while not stop.is_set():
+            now = datetime.now(UTC)
+            with self._lock:
+                self.next_at = self.next_fire(now)
+            if stop.wait((self.next_at - now).total_seconds()):
+                return
+            self.fire()
+
+    def status(self) -> dict[str, Any]:
+        """The schedule, the next firing and every firing so far."""
+        with self._lock:
+            return {
+                "cron": self.cron,
+                "next": None if self.next_at is None else self.next_at.isoformat(),
+                "firings": [asdict(f) for f in self.history],
+            }
+
+
+def status_server(scheduler: Scheduler, port: int) -> ThreadingHTTPServer:
+    """An HTTP server on 127.0.0.1:`port` answering ``/health`` with `Scheduler.status`."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.rstrip("/") != "/health":
+                self.send_error(404, "only /health is served")
+                return
+            body = json.dumps(scheduler.status()).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # health checks every half second would drown the log
+
+    return ThreadingHTTPServer(("127.0.0.1", port), Handler)
+
+
+def serve(settings: Settings) -> int:
+    """Run the scheduler and its status page until SIGTERM or Ctrl-C; the exit code."""
+    scheduler = Scheduler(settings.retrain_cron)
+    server = status_server(scheduler, settings.scheduler_port)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    print(f"retraining scheduler: cron {settings.retrain_cron!r} (UTC)", file=sys.stderr)
+    try:
+        scheduler.run(stop)
+    finally:
+        server.shutdown()
+        server.server_close()
+    return 0
+
+
+def scheduler_service(settings: Settings) -> Service:
+    """The scheduler as one of the processes `make run` supervises."""
+    from bcdiag.services import Service
+
+    url = f"http://127.0.0.1:{settings.scheduler_port}"
+    argv = [sys.executable, "-m", "bcdiag", "retrain", "--schedule"]
+    env = {"MLFLOW_TRACKING_URI": settings.resolved_tracking_uri, "BCDIAG_HOME": str(settings.home)}
+    return Service("retraining scheduler", argv, f"{url}/health", f"{url}/health", env)

@@ -1,0 +1,144 @@
+"""The retraining scheduler fires real cycles on its cron schedule and never two at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bcdiag.errors import ConfigurationError
+from bcdiag.retrain import cycle_lock, run_cycle
+from bcdiag.scheduler import FAILED, RAN, REFUSED, Scheduler, scheduler_service
+from bcdiag.services import free_port
+from bcdiag.settings import Settings, get_settings
+from bcdiag.storage import upgrade
+
+EVERY_SECOND = "* * * * * *"
+
+
+@pytest.fixture
+def home(bcdiag_home: Path) -> Path:
+    """A BCDIAG_HOME with a migrated database (cycles audit into it)."""
+    bcdiag_home.mkdir(parents=True)
+    upgrade(get_settings().resolved_database_url)
+    return bcdiag_home
+
+
+def _wait_for(predicate: Any, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_the_default_schedule_is_weekly_and_a_bad_one_is_named() -> None:
+    scheduler = Scheduler(Settings().retrain_cron)
+    first = scheduler.next_fire(datetime(2026, 11, 27, 12, tzinfo=UTC))
+    assert first == datetime(2026, 11, 29, 3, tzinfo=UTC)  # Sunday 03:00 UTC
+    assert (scheduler.next_fire(first) - first).days == 7
+    with pytest.raises(ConfigurationError, match="'every day' is not a cron expression"):
+        Scheduler("every day")
+
+
+def test_scheduler_fires_cycles_and_refuses_one_while_another_runs(
+    home: Path, tmp_path: Path
+) -> None:
+    no_data = tmp_path / "no-data"  # every modality is skipped: a real cycle in milliseconds
+    no_data.mkdir()
+    scheduler = Scheduler(EVERY_SECOND, lambda: run_cycle(modalities=["US"], data_dir=no_data))
+    stop = threading.Event()
+    thread = threading.Thread(target=scheduler.run, args=(stop,))
+    with cycle_lock(get_settings()):  # a cycle is running (e.g. `bcdiag retrain --now`)
+        thread.start()
+        _wait_for(lambda: len(scheduler.history) >= 1)
+    _wait_for(lambda: any(f.result == RAN for f in scheduler.history))
+    stop.set()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    results = [f.result for f in scheduler.history]
+    assert results[0] == REFUSED and FAILED not in results
+    assert "already running" in scheduler.history[0].detail
+    ran = next(f for f in scheduler.history if f.result == RAN)
+    (outcome,) = ran.outcomes
+    assert outcome["model"] == "bcdiag-us" and outcome["decision"] == "skipped"
+    assert "base data set breastmnist is missing" in outcome["reason"]
+    status = scheduler.status()
+    assert status["cron"] == EVERY_SECOND and len(status["firings"]) == len(results)
+
+
+@pytest.fixture
+def scheduler_process(home: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """`bcdiag retrain --schedule` firing every second on a data folder without data."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "BCDIAG_RETRAIN_CRON": EVERY_SECOND,
+        "BCDIAG_SCHEDULER_PORT": str(port),
+        "BCDIAG_DATA_DIR": str(tmp_path),
+        "BCDIAG_RETRAIN_MODALITIES": '["US", "MG"]',
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bcdiag", "retrain", "--schedule"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        yield process, f"http://127.0.0.1:{port}/health"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _status(url: str) -> dict[str, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return dict(json.load(response))
+    except OSError:
+        return {}
+
+
+def test_scheduler_process_reports_firings_and_refuses_a_concurrent_now(
+    scheduler_process: tuple[subprocess.Popen[str], str], home: Path
+) -> None:
+    process, url = scheduler_process
+    _wait_for(lambda: any(f["result"] == RAN for f in _status(url).get("firings", [])), 60)
+    firing = next(f for f in _status(url)["firings"] if f["result"] == RAN)
+    assert [o["model"] for o in firing["outcomes"]] == ["bcdiag-us", "bcdiag-mg"]
+    assert {o["decision"] for o in firing["outcomes"]} == {"skipped"}
+
+    with cycle_lock(get_settings()):  # a long cycle in progress
+        now = subprocess.run(
+            [sys.executable, "-m", "bcdiag", "retrain", "--now", "--json"],
+            env={**os.environ, "BCDIAG_DATA_DIR": str(home)},
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        seen = len(_status(url)["firings"])
+        _wait_for(lambda: len(_status(url)["firings"]) > seen + 1)
+        refused = _status(url)["firings"][-1]
+    assert now.returncode == 1 and now.stdout == ""
+    assert "a retraining cycle is already running" in now.stderr
+    assert refused["result"] == REFUSED
+
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+
+
+def test_make_run_starts_the_scheduler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    settings = Settings(home=tmp_path, scheduler_port=8899, mlflow_port=5999)
+    service = scheduler_service(settings)
+    assert service.argv[1:] == ["-m", "bcdiag", "retrain", "--schedule"]
+    assert service.health_url == "http://127.0.0.1:8899/health"
+    assert service.env["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5999"
+    assert service.env["BCDIAG_HOME"] == str(tmp_path)
