@@ -9,10 +9,11 @@ from bcdiag.cli.benchmark import benchmark
 from bcdiag.cli.data import data
 from bcdiag.cli.db import db
 from bcdiag.cli.export import export
-from bcdiag.cli.models import evaluate, promote
+from bcdiag.cli.models import evaluate, promote, retrain, rollback
 from bcdiag.cli.predict import predict
 from bcdiag.cli.run import run
 from bcdiag.cli.train import train
+from bcdiag.cli.users import users
 from bcdiag.cli.validate import validate
 from bcdiag.errors import BcdiagError
 
@@ -35,3 +36,6 @@ def main() -> None:
 
 for command in (validate, db, export, data, train, evaluate, promote, predict, benchmark, run):
     main.add_command(command)
+main.add_command(retrain)
+main.add_command(rollback)
+main.add_command(users)

@@ -1,7 +1,13 @@
-"""``bcdiag promote`` and ``bcdiag evaluate``: registered models."""
+"""``bcdiag promote``, ``rollback``, ``retrain`` and ``evaluate``: registered models.
+
+Forced promotions, rollbacks and retraining decisions are audited with the operating
+system user who ran the command.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import getpass
 import json
 import sys
 from pathlib import Path
@@ -28,16 +34,102 @@ def promote(name: str, version: str, force: bool, as_json: bool) -> None:
 
     Exits 0 when promoted, 1 when the gate rejects it.
     """
+    from bcdiag.registry import champion
     from bcdiag.registry import promote as promote_version
+    from bcdiag.storage import Storage
 
     _use_tracking_server()
-    decision = promote_version(name, version, force=force)
+    # A forced promotion must be audited: open the audit trail before moving anything.
+    with Storage.from_settings() if force else contextlib.nullcontext() as storage:
+        before = champion(name)
+        decision = promote_version(name, version, force=force)
+        if storage is not None and decision.promoted:
+            storage.record_audit(
+                user=getpass.getuser(),
+                action="model.promoted-forced",
+                target=f"model:{name}/{version}",
+                details={"replaced": before.version if before else None, "reason": decision.reason},
+            )
     if as_json:
         click.echo(json.dumps({"model": name, "version": version, **decision.__dict__}))
     else:
         state = "promoted" if decision.promoted else "not promoted"
         click.echo(f"{name} version {version} {state}: {decision.reason}")
     sys.exit(0 if decision.promoted else 1)
+
+
+@click.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+def rollback(name: str, as_json: bool) -> None:
+    """Give NAME's `champion` alias back to its `previous-champion` (audited)."""
+    from bcdiag.registry import rollback as roll_back
+    from bcdiag.storage import Storage
+
+    _use_tracking_server()
+    with Storage.from_settings() as storage:
+        restored, withdrawn = roll_back(name)
+        storage.record_audit(
+            user=getpass.getuser(),
+            action="model.rolled-back",
+            target=f"model:{name}/{restored}",
+            details={"withdrawn": withdrawn},
+        )
+    if as_json:
+        click.echo(json.dumps({"model": name, "champion": restored, "withdrawn": withdrawn}))
+    else:
+        click.echo(f"{name}: champion is version {restored} again (version {withdrawn} withdrawn)")
+
+
+@click.command()
+@click.option("--now", is_flag=True, help="Run one cycle now.")
+@click.option("--schedule", is_flag=True, help="Run cycles on BCDIAG_RETRAIN_CRON until stopped.")
+@click.option(
+    "--modality", "modalities", multiple=True, type=click.Choice(["US", "MG"]),
+    help="Repeatable; default: BCDIAG_RETRAIN_MODALITIES.",
+)  # fmt: skip
+@click.option("--epochs", type=int, help="Override the recipe's epochs per member.")
+@click.option("--members", type=int, help="Override the recipe's ensemble members.")
+@click.option(
+    "--data-dir", type=click.Path(path_type=Path, file_okay=False), help="Default: BCDIAG_DATA_DIR."
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per modality.")
+def retrain(
+    now: bool,
+    schedule: bool,
+    modalities: tuple[str, ...],
+    epochs: int | None,
+    members: int | None,
+    data_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Retrain each modality's challenger, gate it and move `champion` if it passes.
+
+    Exits 1 if a modality's cycle failed (its champion is untouched) or another
+    cycle is running.
+    """
+    if now == schedule:
+        raise click.UsageError("give exactly one of --now and --schedule")
+    _use_tracking_server()
+    if schedule:
+        from bcdiag.scheduler import serve
+
+        sys.exit(serve(get_settings()))
+    from bcdiag.retrain import FAILED, run_cycle
+
+    with contextlib.redirect_stdout(sys.stderr):  # progress output never mixes with --json
+        outcomes = run_cycle(
+            modalities=modalities or None,
+            overrides={"epochs": epochs, "members": members},
+            data_dir=data_dir,
+            user=getpass.getuser(),
+        )
+    for outcome in outcomes:
+        if as_json:
+            click.echo(json.dumps(outcome.as_json()))
+        else:
+            click.echo(f"{outcome.model}: {outcome.decision} — {outcome.reason}")
+    sys.exit(1 if any(o.decision == FAILED for o in outcomes) else 0)
 
 
 @click.command()
