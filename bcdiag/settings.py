@@ -144,6 +144,59 @@ class Settings(BaseSettings):
         "ids (JSON list). Default: 32 of 161 patients (64 films, 10 malignant).",
     )
 
+    # platform (hub)
+    hub_api_port: int = Field(
+        default=8081,
+        description="Port of the JupyterHub API on 127.0.0.1 (proxy and services call it).",
+    )
+    proxy_api_port: int = Field(
+        default=8001, description="Port of configurable-http-proxy's REST API on 127.0.0.1."
+    )
+    app_proxy_port: int = Field(
+        default=8867,
+        description="Port on 127.0.0.1 of the hub-OAuth proxy in front of the clinician app "
+        "(service bcdiag-app, reached as /services/bcdiag-app/).",
+    )
+    mlflow_proxy_port: int = Field(
+        default=5001,
+        description="Port on 127.0.0.1 of the hub-OAuth proxy in front of the MLflow UI "
+        "(service mlflow, reached as /services/mlflow/).",
+    )
+    admin_user: str = Field(
+        default="admin", description="Name of the first admin, created by `bcdiag run` once."
+    )
+    admin_password: str | None = Field(
+        default=None,
+        description="Password of the first admin (at least 12 characters). Default: a random "
+        "one, generated on first start and printed once.",
+    )
+    session_hours: float = Field(
+        default=8.0,
+        description="Hours a hub login lasts (the login cookie's age); then users sign in again.",
+    )
+    idle_minutes: int = Field(
+        default=60,
+        description="Minutes after which an idle app kernel or researcher server is shut down.",
+    )
+    lockout_seconds: int = Field(
+        default=600,
+        description="Seconds an account stays locked after 5 failed logins in a row.",
+    )
+    app_pool_size: int = Field(
+        default=1,
+        description="Preheated Voilà kernels kept ready for the next clinician (0: none).",
+    )
+    app_behind_hub: bool = Field(
+        default=False,
+        description="Set by `bcdiag run` for the app it serves behind the hub: a page whose "
+        "request lacks the hub proxy's user header is then refused instead of falling back "
+        "to the OS account.",
+    )
+    app_max_kernels: int = Field(
+        default=20,
+        description="Most live app kernels (one per open clinician page); more are refused.",
+    )
+
     def required_data_dir(self, override: Path | None = None) -> Path:
         """`override`, else `data_dir`; a clear error when neither is set."""
         folder = override or self.data_dir

@@ -14,6 +14,7 @@ from bcdiag.cli.predict import predict
 from bcdiag.cli.run import run
 from bcdiag.cli.train import train
 from bcdiag.cli.users import users
+from bcdiag.cli.users import users
 from bcdiag.cli.validate import validate
 from bcdiag.errors import BcdiagError
 
@@ -38,4 +39,5 @@ for command in (validate, db, export, data, train, evaluate, promote, predict, b
     main.add_command(command)
 main.add_command(retrain)
 main.add_command(rollback)
+main.add_command(users)
 main.add_command(users)

@@ -6,15 +6,28 @@ import sys
 
 import click
 
+from bcdiag.hub import hub_url
 from bcdiag.services import platform_services, supervise
 from bcdiag.settings import get_settings
 from bcdiag.storage.database import upgrade
+from bcdiag.users import FirstAdmin, ensure_first_admin
+
+
+def _welcome(url: str, admin: FirstAdmin | None) -> str:
+    lines = [f"Sign in at {url}/"]
+    if admin is not None:
+        shown = admin.password or "(BCDIAG_ADMIN_PASSWORD)"
+        lines.append(f"first admin: {admin.name}  password: {shown}")
+        if admin.password:
+            lines.append("The password is shown this once; add accounts with `bcdiag users add`.")
+    return "\n".join(lines)
 
 
 @click.command()
 def run() -> None:
-    """Migrate the database; start MLflow, JupyterLab and the clinician app (Ctrl-C stops)."""
+    """Migrate; create the first admin once; start MLflow, the app and JupyterHub (Ctrl-C stops)."""
     settings = get_settings()
     settings.home.mkdir(parents=True, exist_ok=True)
     upgrade(settings.resolved_database_url)
-    sys.exit(supervise(platform_services(settings)))
+    admin = ensure_first_admin(settings)
+    sys.exit(supervise(platform_services(settings), welcome=_welcome(hub_url(settings), admin)))

@@ -1,0 +1,196 @@
+"""JupyterHub for bcdiag: where its state lives, its groups and roles, and its services.
+
+`hub_config/jupyterhub_config.py` translates these into JupyterHub settings; the
+supervisor (`bcdiag run`) starts the hub through `hub_service`.
+
+Who reaches what:
+
+- ``clinicians`` reach only the ``bcdiag-app`` service (Voilà behind a hub-OAuth
+  proxy); they get no Jupyter server (the default ``user`` role is cut down to
+  reading one's own name, so ``/hub/spawn`` and the server API refuse them).
+- ``researchers`` get a JupyterLab server each and the ``mlflow`` service.
+- ``admins`` hold JupyterHub's ``admin`` role (admin panel, every scope).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+from bcdiag.services import (
+    APP_HEALTH_PATH,
+    MAX_UPLOAD_BYTES,
+    Service,
+    app_service,
+    mlflow_service,
+)
+from bcdiag.settings import Settings
+
+GROUPS = ("clinicians", "researchers", "admins")
+APP_SERVICE = "bcdiag-app"
+MLFLOW_SERVICE = "mlflow"
+ADMIN_SERVICE = "bcdiag-admin"  # holds the API token `bcdiag users add` uses on a live hub
+USER_HEADER = "X-CDSDASHBOARDS-JH-USER"  # what jhsingle-native-proxy --forward-user-info sets
+MIN_PASSWORD_LENGTH = 12
+ALLOWED_FAILED_LOGINS = 5
+REPO_ROOT = Path(__file__).resolve().parent.parent
+HUB_CONFIG = REPO_ROOT / "hub_config" / "jupyterhub_config.py"
+PROXY_COMMAND = REPO_ROOT / "node_modules" / ".bin" / "configurable-http-proxy"
+
+
+def hub_dir(settings: Settings) -> Path:
+    """The hub's state folder: its database, cookie secret, proxy pid and API token."""
+    return settings.home / "hub"
+
+
+def hub_db_url(settings: Settings) -> str:
+    """The hub's own SQLite database (accounts, groups, tokens), beside bcdiag's."""
+    return f"sqlite:///{(hub_dir(settings) / 'jupyterhub.sqlite').resolve()}"
+
+
+def hub_url(settings: Settings) -> str:
+    """The platform's front door."""
+    return f"http://127.0.0.1:{settings.port}"
+
+
+def secret_file(path: Path, nbytes: int = 32) -> str:
+    """The secret stored at `path` (hex), created with mode 0600 on first use."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_hex(nbytes))
+    return path.read_text().strip()
+
+
+def admin_api_token(settings: Settings) -> str:
+    """The API token of the ``bcdiag-admin`` service (manages users and groups)."""
+    return secret_file(hub_dir(settings) / "admin-api-token")
+
+
+def roles() -> list[dict[str, Any]]:
+    """JupyterHub roles: the cut-down default ``user`` role and one role per group."""
+    return [
+        # Every user holds `user`; by default it grants their own server. Here it grants
+        # only what OAuth's "identify" needs (own name and groups), so a user's group
+        # decides everything else.
+        {"name": "user", "scopes": ["read:users:name!user", "read:users:groups!user"]},
+        {
+            "name": "clinician",
+            "description": "The clinician app, nothing else",
+            "scopes": [f"access:services!service={APP_SERVICE}"],
+            "groups": ["clinicians"],
+        },
+        {
+            "name": "researcher",
+            "description": "Own JupyterLab server and the MLflow UI",
+            "scopes": ["self", f"access:services!service={MLFLOW_SERVICE}"],
+            "groups": ["researchers"],
+        },
+        {"name": "admin", "groups": ["admins"]},
+        {
+            "name": ADMIN_SERVICE,
+            "description": "Creates accounts and group memberships (bcdiag users add)",
+            "scopes": ["admin:users", "admin:groups", "list:users"],
+            "services": [ADMIN_SERVICE],
+        },
+    ]
+
+
+def _escaped(argv: list[str]) -> list[str]:
+    """`argv` safe from jhsingle-native-proxy's ``str.format`` of its command."""
+    return [arg.replace("{", "{{").replace("}", "}}") for arg in argv]
+
+
+# Hub credentials the proxy needs and the proxied server must not inherit.
+_DROP_ENV = ["env", "-u", "JUPYTERHUB_API_TOKEN", "-u", "JPY_API_TOKEN"]
+
+
+def _proxy_command(port: int, destport: int, ready_path: str, command: list[str]) -> list[str]:
+    """jhsingle-native-proxy on 127.0.0.1:`port`: hub OAuth (the service's access scope),
+    then forwards to `command`, which it starts on the first signed-in request and which
+    must listen on 127.0.0.1:`destport` (0: a free port, given to `command` as ``{port}``).
+    The signed-in user travels as the `USER_HEADER` header; a client's own copy is dropped.
+    """
+    return [
+        sys.executable, "-m", "jhsingle_native_proxy.main",
+        "--ip", "127.0.0.1", "--port", str(port), "--destport", str(destport),
+        "--authtype", "oauth", "--forward-user-info",
+        "--ready-check-path", ready_path, "--ready-timeout", "180",
+        "--last-activity-interval", "0",
+        "--websocket-max-message-size", str(MAX_UPLOAD_BYTES),
+        "--", *_DROP_ENV, *command,
+    ]  # fmt: skip
+
+
+def _bcdiag_env(extra: dict[str, str]) -> dict[str, str]:
+    """The ``BCDIAG_*`` settings of this process plus `extra` (services start with a
+    clean environment)."""
+    return {**{k: v for k, v in os.environ.items() if k.startswith("BCDIAG_")}, **extra}
+
+
+def services(settings: Settings) -> list[dict[str, Any]]:
+    """Hub-managed services: the clinician app and MLflow UI proxies, and the admin token."""
+    app = app_service(settings, base_url=f"/services/{APP_SERVICE}/")
+    ui = mlflow_service(settings, port="{port}")  # the port jhsingle-native-proxy picks
+    ui_argv = [arg if arg == "{port}" else _escaped([arg])[0] for arg in ui.argv]
+    return [
+        {
+            "name": APP_SERVICE,
+            "display": True,
+            "url": f"http://127.0.0.1:{settings.app_proxy_port}",
+            "command": _proxy_command(
+                settings.app_proxy_port, settings.app_port, APP_HEALTH_PATH, _escaped(app.argv)
+            ),
+            "environment": _bcdiag_env(app.env),
+            "oauth_no_confirm": True,
+        },
+        {
+            "name": MLFLOW_SERVICE,
+            "display": True,
+            "url": f"http://127.0.0.1:{settings.mlflow_proxy_port}",
+            "command": _proxy_command(settings.mlflow_proxy_port, 0, "/health", ui_argv),
+            "environment": _bcdiag_env(ui.env),
+            "oauth_no_confirm": True,
+        },
+        {"name": ADMIN_SERVICE, "api_token": admin_api_token(settings)},
+    ]
+
+
+def default_url(handler: Any) -> str:
+    """Where a signed-in user lands: clinicians in the app, admins in the admin panel,
+    researchers (empty answer) in their own server, JupyterHub's default."""
+    user = handler.current_user
+    groups = {group.name for group in getattr(user, "groups", [])}
+    base = handler.base_url
+    if "clinicians" in groups:
+        return f"{base}services/{APP_SERVICE}/"
+    if "admins" in groups:
+        return f"{base}hub/admin"
+    return ""
+
+
+def hub_service(settings: Settings) -> Service:
+    """The hub process as `bcdiag run` supervises it (it starts the proxy and services)."""
+    hub_dir(settings).mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "jupyterhub", "-f", str(HUB_CONFIG)]
+    url = hub_url(settings)
+    return Service("hub", argv, f"{url}/hub/health", f"{url}/", hub_env(settings))
+
+
+HUB_SETTINGS = (
+    "home", "notebooks_dir", "port", "hub_api_port", "proxy_api_port", "app_port",
+    "app_proxy_port", "mlflow_port", "mlflow_proxy_port", "session_hours", "idle_minutes",
+    "lockout_seconds",
+)  # fmt: skip
+
+
+def hub_env(settings: Settings) -> dict[str, str]:
+    """The settings the hub's config reads, as ``BCDIAG_*`` variables for its process."""
+    env = {f"BCDIAG_{name.upper()}": str(getattr(settings, name)) for name in HUB_SETTINGS}
+    env["BCDIAG_HOME"] = str(settings.home.resolve())
+    env["BCDIAG_MLFLOW_TRACKING_URI"] = settings.resolved_tracking_uri
+    return env

@@ -1,0 +1,73 @@
+"""JupyterHub configuration for bcdiag on one machine (`bcdiag run` starts it).
+
+A thin translation of `bcdiag.settings` (``BCDIAG_*`` variables) and `bcdiag.hub`
+(groups, roles, services) into JupyterHub settings. Secrets live under
+``$BCDIAG_HOME/hub`` (cookie secret, admin API token), never here. Kubernetes:
+see ``k8s/``; production authentication, TLS and PostgreSQL: see ``README.md``.
+"""
+
+# ruff: noqa: F821  (`c` is injected by JupyterHub's config loader)
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from bcdiag import hub
+from bcdiag.settings import get_settings
+
+settings = get_settings()
+state = hub.hub_dir(settings)
+state.mkdir(parents=True, exist_ok=True)
+minutes_idle = settings.idle_minutes * 60
+
+# --- front door: hub and proxy on 127.0.0.1 only ---------------------------------------
+c.JupyterHub.bind_url = hub.hub_url(settings)
+c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{settings.hub_api_port}"
+c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{settings.proxy_api_port}"
+c.ConfigurableHTTPProxy.command = [str(hub.PROXY_COMMAND)]  # installed by `npm ci`
+c.ConfigurableHTTPProxy.pid_file = str(state / "proxy.pid")
+c.JupyterHub.db_url = hub.hub_db_url(settings)
+c.JupyterHub.cookie_secret_file = str(state / "cookie_secret")  # created 0600 on first start
+c.JupyterHub.pid_file = str(state / "jupyterhub.pid")
+# A login lasts one working session; JupyterHub has no idle logout of its own, so the
+# cookie's age bounds it, and idle kernels and servers are shut down below.
+c.JupyterHub.cookie_max_age_days = settings.session_hours / 24
+
+# --- accounts: NativeAuthenticator, admins create every account ------------------------
+c.JupyterHub.authenticator_class = "nativeauthenticator.NativeAuthenticator"
+c.NativeAuthenticator.enable_signup = False  # /hub/signup answers 404
+c.NativeAuthenticator.open_signup = False
+c.NativeAuthenticator.minimum_password_length = hub.MIN_PASSWORD_LENGTH
+c.NativeAuthenticator.check_common_password = True
+c.NativeAuthenticator.allowed_failed_logins = hub.ALLOWED_FAILED_LOGINS
+c.NativeAuthenticator.seconds_before_next_try = settings.lockout_seconds
+# Only accounts an admin created and approved can sign in; that table is the allow list.
+c.Authenticator.allow_all = True
+
+# --- who reaches what (see bcdiag/hub.py) ----------------------------------------------
+c.JupyterHub.load_groups = {group: {"users": []} for group in hub.GROUPS}
+c.JupyterHub.load_roles = hub.roles()
+c.JupyterHub.services = hub.services(settings)
+c.JupyterHub.default_url = hub.default_url
+
+# --- researchers' JupyterLab: one process per researcher, as this OS user --------------
+# No isolation between researchers: fine for one workstation; KubeSpawner in k8s/.
+c.JupyterHub.spawner_class = "jupyterhub.spawner.SimpleLocalProcessSpawner"
+c.SimpleLocalProcessSpawner.home_dir_template = str(state / "users" / "{username}")
+c.Spawner.cmd = [str(Path(sys.executable).with_name("jupyterhub-singleuser"))]
+c.Spawner.notebook_dir = str(settings.notebooks_dir)
+c.Spawner.default_url = "/lab"
+c.Spawner.environment = {
+    "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri,
+    "BCDIAG_HOME": str(settings.home.resolve()),
+}
+c.Spawner.args = [
+    f"--ServerApp.shutdown_no_activity_timeout={minutes_idle}",
+    f"--MappingKernelManager.cull_idle_timeout={minutes_idle}",
+    "--MappingKernelManager.cull_interval=60",
+    *(["--allow-root"] if os.geteuid() == 0 else []),  # containers and CI run as root
+]
+c.Spawner.start_timeout = 120  # a loaded 2-core machine needs 30-60 s
+c.Spawner.http_timeout = 120
