@@ -1,0 +1,198 @@
+"""Retraining cycles end to end: papermill notebook, real MLflow server, real storage.
+
+Small data, tiny training (one member, two epochs). So that no assertion rests on a
+lucky training outcome, each gate decision is between models whose quality is
+fixed by construction: a champion trained on shuffled labels (chance ranking,
+flags almost nothing) loses to any real challenger, and a challenger trained on
+shuffled labels loses to a real champion.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import io
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+from PIL import Image
+from sqlalchemy import select
+
+from bcdiag.analyses import AnalysisAccepted, analyse_upload
+from bcdiag.bundle import ModelBundle
+from bcdiag.datasets import ImageSet
+from bcdiag.inference import Predictor
+from bcdiag.registry import CHAMPION, PREVIOUS_CHAMPION, log_bundle, set_champion
+from bcdiag.retrain import FAILED, run_cycle
+from bcdiag.settings import get_settings
+from bcdiag.storage import Storage, upgrade
+from bcdiag.storage.models import AuditEvent
+from bcdiag.train import TrainConfig, train_bundle
+
+TINY = ("--epochs", "2", "--members", "1")
+
+
+@pytest.fixture
+def home_storage(bcdiag_home: Path, mlflow_tracking: str) -> Iterator[Storage]:
+    """Storage in a fresh BCDIAG_HOME, which notebook kernels and CLI processes inherit."""
+    bcdiag_home.mkdir(parents=True)
+    upgrade(get_settings().resolved_database_url)
+    with Storage.from_settings() as storage:
+        yield storage
+
+
+def _bcdiag(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bcdiag", *args],
+        capture_output=True, text=True, timeout=600, check=False, env=dict(os.environ),
+    )  # fmt: skip
+
+
+def _png(data_dir: Path, index: int) -> bytes:
+    with np.load(data_dir / "breastmnist" / "breastmnist.npz") as npz:
+        pixels = npz["train_images"][index]
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _analyse(storage: Storage, predictor: Predictor, data_dir: Path, index: int) -> str:
+    """Upload a BreastMNIST training image; the version of the model that analysed it."""
+    outcome = analyse_upload(
+        storage, predictor, _png(data_dir, index), f"{index}.png", user="dr-a", modality="US"
+    )
+    assert isinstance(outcome, AnalysisAccepted)
+    return outcome.analysis.model_version
+
+
+def _shuffled(images: ImageSet) -> ImageSet:
+    """Labels permuted within train + valid; the test split untouched."""
+    y = images.y.copy()
+    free = images.split != "test"
+    y[free] = np.random.default_rng(0).permutation(y[free])
+    return dataclasses.replace(images, y=y)
+
+
+def _shuffled_data_dir(data_dir: Path, target: Path) -> Path:
+    """A BCDIAG_DATA_DIR whose BreastMNIST has shuffled training and validation labels."""
+    rng = np.random.default_rng(1)
+    with np.load(data_dir / "breastmnist" / "breastmnist.npz") as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    for key in ("train_labels", "val_labels"):
+        arrays[key] = rng.permutation(arrays[key])
+    (target / "breastmnist").mkdir(parents=True)
+    np.savez(target / "breastmnist" / "breastmnist.npz", **arrays)
+    return target
+
+
+def _audit(storage: Storage) -> list[tuple[str, str, str]]:
+    """The audit trail of the models (uploads, analyses and feedback left out)."""
+    with storage.sessions() as session:
+        events = session.scalars(select(AuditEvent).order_by(AuditEvent.id)).all()
+        return [
+            (e.user, e.action, e.target)
+            for e in events
+            if e.action.startswith(("model.", "retrain."))
+        ]
+
+
+def _aliases() -> dict[str, str]:
+    return dict(MlflowClient().get_registered_model("bcdiag-us").aliases)
+
+
+@pytest.mark.slow
+def test_feedback_challenger_gate_rejection_and_rollback(
+    home_storage: Storage, breastmnist: ImageSet, data_dir: Path, tmp_path: Path
+) -> None:
+    storage = home_storage
+    weak = train_bundle(_shuffled(breastmnist), TrainConfig(epochs=1, members=1))
+    weak.operating_point = dataclasses.replace(weak.operating_point, threshold=0.999)
+    with mlflow.start_run():
+        log_bundle(weak)
+    forced = _bcdiag("promote", "--force", "bcdiag-us", "1", "--json")
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    predictor = Predictor()
+    versions = [_analyse(storage, predictor, data_dir, i) for i in (1, 4, 5)]
+    for analysis in storage.list_analyses("dr-a"):
+        outcome = "biopsy-malignant" if analysis.filename == "4.png" else "biopsy-benign"
+        storage.record_feedback(analysis.id, "dr-a", outcome)
+
+    # Feedback in → challenger registered → gate → champion moved.
+    cycle = _bcdiag("retrain", "--now", "--modality", "US", *TINY, "--json")
+    assert cycle.returncode == 0, cycle.stderr[-3000:]
+    (line,) = cycle.stdout.strip().splitlines()
+    result = json.loads(line)
+    assert {k: result[k] for k in ("model", "challenger_version", "champion_version")} == {
+        "model": "bcdiag-us", "challenger_version": "2", "champion_version": "1",
+    }  # fmt: skip
+    assert result["decision"] == "promoted", result["reason"]
+    assert result["reason"].startswith("non-inferior: AUC")
+    assert result["challenger_auc_low"] > result["champion_auc_high"]
+    assert _aliases() == {CHAMPION: "2", PREVIOUS_CHAMPION: "1"}
+    run = MlflowClient().get_run(result["run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["gate_decision"] == "promoted"
+    params = run.data.params
+    assert (params["confirmed_used"], params["n_train"], params["n_test_locked"]) == (
+        "3", "549", "156",
+    )  # fmt: skip
+    artifacts = {a.path for a in MlflowClient().list_artifacts(result["run_id"])}
+    assert {"gate.json", "notebooks"} <= artifacts
+    versions.append(_analyse(storage, predictor, data_dir, 6))  # the new champion, no restart
+
+    # A challenger trained on shuffled labels is rejected; the champion stays.
+    shuffled = _shuffled_data_dir(data_dir, tmp_path / "shuffled")
+    (rejected,) = run_cycle(
+        modalities=["US"], data_dir=shuffled, overrides={"epochs": 2, "members": 1}, user="t"
+    )
+    assert (rejected.decision, rejected.challenger_version) == ("rejected", "3")
+    assert rejected.gate is not None and rejected.gate.difference is not None
+    assert rejected.gate.difference.low < -0.02, rejected.reason
+    assert _aliases() == {CHAMPION: "2", PREVIOUS_CHAMPION: "1"}
+
+    # Rollback restores the previous champion; every analysis keeps its own version.
+    rolled = _bcdiag("rollback", "bcdiag-us", "--json")
+    assert rolled.returncode == 0, rolled.stderr[-2000:]
+    assert json.loads(rolled.stdout) == {"model": "bcdiag-us", "champion": "1", "withdrawn": "2"}
+    assert _aliases() == {CHAMPION: "1"}
+    versions.append(_analyse(storage, predictor, data_dir, 7))
+    assert versions == ["1", "1", "1", "2", "1"]
+    stored = [a.model_version for a in reversed(storage.list_analyses("dr-a"))]
+    assert stored == versions
+
+    me = getpass.getuser()
+    assert _audit(storage) == [
+        (me, "model.promoted-forced", "model:bcdiag-us/1"),
+        (me, "model.promoted", "model:bcdiag-us/2"),
+        ("t", "model.rejected", "model:bcdiag-us/3"),
+        (me, "model.rolled-back", "model:bcdiag-us/1"),
+    ]
+
+
+def test_a_failed_cycle_is_visible_and_leaves_the_champion(
+    home_storage: Storage, small_bundle: ModelBundle, tmp_path: Path
+) -> None:
+    with mlflow.start_run():
+        log_bundle(small_bundle)
+    set_champion("bcdiag-us", "1")
+    broken = tmp_path / "broken"
+    (broken / "breastmnist").mkdir(parents=True)
+    (broken / "breastmnist" / "breastmnist.npz").write_bytes(b"not an npz file")
+    (outcome,) = run_cycle(modalities=["US"], data_dir=broken, overrides={"epochs": 1})
+    assert outcome.decision == FAILED and outcome.champion_version == "1"
+    assert "notebook retrain failed" in outcome.reason
+    assert _aliases() == {CHAMPION: "1"}
+    (run,) = MlflowClient().search_runs(
+        [mlflow.get_experiment_by_name("bcdiag-retrain").experiment_id],
+        "attributes.status = 'FAILED'",
+        max_results=1,
+    )
+    assert run.info.run_id in outcome.reason
+    assert _audit(home_storage) == [("scheduler", "retrain.failed", "model:bcdiag-us")]
