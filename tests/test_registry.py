@@ -26,6 +26,9 @@ from bcdiag.registry import (
     log_bundle,
     model_name_for,
     promote,
+    rollback,
+    set_champion,
+    version_of_run,
 )
 
 pytestmark = pytest.mark.usefixtures("mlflow_tracking")
@@ -130,3 +133,19 @@ def test_unknown_model_or_version_is_named(small_bundle: ModelBundle) -> None:
         promote("bcdiag-us", 7)
     with pytest.raises(BcdiagError, match="modalities: US, MG"):
         model_name_for("CT")
+
+
+def test_set_champion_and_rollback(small_bundle: ModelBundle) -> None:
+    first, second = _log(small_bundle, None), _log(small_bundle, None)
+    assert version_of_run("bcdiag-us", second.run_id) == second.version
+    assert champion("bcdiag-us") is None
+    assert set_champion("bcdiag-us", first.version) is None
+    with pytest.raises(BcdiagError, match="bcdiag-us has no previous-champion to roll back to"):
+        rollback("bcdiag-us")
+    replaced = set_champion("bcdiag-us", second.version)
+    assert replaced is not None and replaced.version == first.version
+    assert rollback("bcdiag-us") == (first.version, second.version)
+    aliases = MlflowClient().get_registered_model("bcdiag-us").aliases
+    assert aliases == {CHAMPION: first.version}  # a second rollback cannot flip back
+    with pytest.raises(BcdiagError, match="registered no version of bcdiag-us"):
+        version_of_run("bcdiag-us", "0" * 32)
