@@ -15,8 +15,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
+import yaml
 
+from bcdiag.cli import main
+from bcdiag.cli.models import retrain
 from bcdiag.errors import ConfigurationError
 from bcdiag.retrain import cycle_lock, run_cycle
 from bcdiag.scheduler import FAILED, RAN, REFUSED, Scheduler, scheduler_service
@@ -142,3 +146,16 @@ def test_make_run_starts_the_scheduler(tmp_path: Path, monkeypatch: pytest.Monke
     assert service.health_url == "http://127.0.0.1:8899/health"
     assert service.env["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5999"
     assert service.env["BCDIAG_HOME"] == str(tmp_path)
+
+
+def test_the_kubernetes_cronjob_matches_the_settings_and_the_cli() -> None:
+    manifest = Path(__file__).parents[1] / "hub_config" / "k8s" / "retrain-cronjob.yaml"
+    spec = yaml.safe_load(manifest.read_text())["spec"]
+    assert spec["schedule"] == Settings().retrain_cron and spec["concurrencyPolicy"] == "Forbid"
+    (container,) = spec["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    program, command, *args = container["command"]
+    assert (program, main.get_command(click.Context(main), command)) == ("bcdiag", retrain)
+    assert retrain.make_context(command, args).params["now"] is True
+    fields = set(Settings.model_fields)
+    for variable in (e["name"] for e in container["env"]):
+        assert variable == "MLFLOW_TRACKING_URI" or variable.lower()[7:] in fields, variable
