@@ -26,8 +26,6 @@ _server: list[subprocess.Popen[bytes]] = []
 _kernel_env: dict[str, str] = {}
 
 
-
-
 def pytest_configure(config: pytest.Config) -> None:
     home = Path(tempfile.mkdtemp(prefix="bcdiag-nbval-"))
     service = mlflow_service(Settings(home=home, mlflow_port=free_port()))

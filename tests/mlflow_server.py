@@ -1,8 +1,8 @@
 """Fixtures for tests that talk to MLflow (imported by ``tests/conftest.py``).
 
-- ``mlflow_server``: a real ``mlflow server`` process for the session on a free
-  127.0.0.1 port (SQLite backend store, proxied local artifact store under a
-  session temp folder, job runner off); yields an `MlflowServer` (URL, artifact folder).
+- ``mlflow_server``: a real ``mlflow server`` for the session, started by
+  ``bcdiag.services`` as ``make run`` starts it, on a free 127.0.0.1 port under a
+  session temp home; yields an `MlflowServer` (URL, artifact folder).
 - ``mlflow_tracking``: per test, ``MLFLOW_TRACKING_URI`` (environment and
   ``mlflow.set_tracking_uri``) pointing at that server, a new experiment, and an
   empty model registry (every registered model is deleted before and after).
@@ -12,12 +12,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,10 +24,9 @@ from mlflow import MlflowClient
 from bcdiag.bundle import ModelBundle
 from bcdiag.datasets import ImageSet
 from bcdiag.datasets.breastmnist import load
-from bcdiag.services import free_port
+from bcdiag.services import free_port, mlflow_service, start, stop
+from bcdiag.settings import Settings
 from bcdiag.train import TrainConfig, train_bundle
-
-SERVER_START_TIMEOUT_S = 60
 
 
 @dataclass(frozen=True)
@@ -46,41 +39,14 @@ class MlflowServer:
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
-    """A running MLflow tracking server."""
-    root = tmp_path_factory.mktemp("mlflow")
-    port = free_port()
-    command = [
-        *(sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)),
-        *("--backend-store-uri", f"sqlite:///{root / 'mlflow.sqlite'}"),
-        *("--artifacts-destination", str(root / "artifacts"), "--workers", "1"),
-    ]
-    # MLflow 3's job runner (GenAI scoring, trace archival) forks ~10 busy processes.
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    log = root / "server.log"
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
+    """A running MLflow tracking server, started exactly as `make run` starts it."""
+    home = tmp_path_factory.mktemp("mlflow-home")
+    service = mlflow_service(Settings(home=home, mlflow_port=free_port()))
+    process = start(service, timeout_s=60)
     try:
-        _wait_until_healthy(url, process, log)
-        yield MlflowServer(url, root / "artifacts")
+        yield MlflowServer(service.public_url, home / "mlflow" / "artifacts")
     finally:
-        process.terminate()
-        process.wait(timeout=20)
-
-
-def _wait_until_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"mlflow server exited: {log.read_text()}")
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=1).close()
-            return
-        except (urllib.error.URLError, ConnectionError):
-            time.sleep(0.2)
-    pytest.fail(
-        f"mlflow server did not answer within {SERVER_START_TIMEOUT_S} s: {log.read_text()}"
-    )
+        stop([process])
 
 
 def _delete_registered_models(client: MlflowClient) -> None:
