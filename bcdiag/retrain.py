@@ -65,7 +65,7 @@ class CycleOutcome:
             "decision": self.decision,
             "reason": self.reason,
             "run_id": self.run_id,
-            **{key.removeprefix("gate_"): value for key, value in figures.items()},
+            **{k.removeprefix("gate_"): v for k, v in figures.items() if k != "gate_promoted"},
         }
 
 

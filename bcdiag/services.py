@@ -111,8 +111,9 @@ def platform_services(settings: Settings) -> list[Service]:
     MLflow UI (/services/mlflow/).
     """
     from bcdiag.hub import hub_service  # bcdiag.hub builds on this module
+    from bcdiag.scheduler import scheduler_service
 
-    return [mlflow_service(settings), hub_service(settings)]
+    return [mlflow_service(settings), hub_service(settings), scheduler_service(settings)]
 
 
 def start(service: Service, timeout_s: float = 120.0) -> subprocess.Popen[bytes]:

@@ -24,7 +24,7 @@ from bcdiag.cli.models import retrain
 from bcdiag.errors import ConfigurationError
 from bcdiag.retrain import cycle_lock, run_cycle
 from bcdiag.scheduler import FAILED, RAN, REFUSED, Scheduler, scheduler_service
-from bcdiag.services import free_port
+from bcdiag.services import free_port, platform_services
 from bcdiag.settings import Settings, get_settings
 from bcdiag.storage import upgrade
 
@@ -146,6 +146,7 @@ def test_make_run_starts_the_scheduler(tmp_path: Path, monkeypatch: pytest.Monke
     assert service.health_url == "http://127.0.0.1:8899/health"
     assert service.env["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5999"
     assert service.env["BCDIAG_HOME"] == str(tmp_path)
+    assert service in platform_services(settings)
 
 
 def test_the_kubernetes_cronjob_matches_the_settings_and_the_cli() -> None:
