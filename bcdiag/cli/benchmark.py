@@ -1,15 +1,32 @@
-"""``bcdiag benchmark quality``: held-out figures over several seeds, beside the published."""
+"""``bcdiag benchmark quality`` and ``crossval``: held-out figures as a table or JSON."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import click
 
 from bcdiag.settings import get_settings
+
+F = TypeVar("F", bound=Callable[..., None])
+
+
+def _recipe_options(command: F) -> F:
+    """The options every benchmark shares: recipe overrides, data folder, JSON output."""
+    options = [
+        click.option("--epochs", type=int, help="Override the recipe's epochs per member."),
+        click.option("--members", type=int, help="Override the recipe's ensemble size."),
+        click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False)),
+        click.option("--json", "as_json", is_flag=True, help="Print one JSON object."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 @click.group()
@@ -20,10 +37,7 @@ def benchmark() -> None:
 @benchmark.command()
 @click.option("--dataset", type=click.Choice(["breastmnist"]), default="breastmnist")
 @click.option("--seeds", type=int, default=5, show_default=True, help="Independent repetitions.")
-@click.option("--epochs", type=int, help="Override the recipe's epochs per member.")
-@click.option("--members", type=int, help="Override the recipe's ensemble size.")
-@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_recipe_options
 def quality(
     dataset: str,
     seeds: int,
@@ -45,11 +59,8 @@ def quality(
 @benchmark.command()
 @click.option("--dataset", type=click.Choice(["mias", "breastmnist"]), default="mias")
 @click.option("--folds", type=int, default=5, show_default=True)
-@click.option("--epochs", type=int, help="Override the recipe's epochs per member.")
-@click.option("--members", type=int, help="Override the recipe's ensemble size.")
 @click.option("--image-size", type=int, help="Override the recipe's input size.")
-@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_recipe_options
 def crossval(
     dataset: str,
     folds: int,
