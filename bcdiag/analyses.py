@@ -10,13 +10,15 @@ blob is written before the analysis row that names it.
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from PIL import Image
 
 from bcdiag.heatmaps import overlay_png
-from bcdiag.inference import NoModelError, Prediction, Predictor
+from bcdiag.inference import ModelRef, NoModelError, Prediction, Predictor
 from bcdiag.scans import judge
 from bcdiag.storage import Storage, StoredScan
 from bcdiag.storage.analysis_store import StoredAnalysis
@@ -78,7 +80,7 @@ def analyse_upload(
 
     Raises:
         StorageError: the database or blob store failed.
-        BcdiagError: the model registry failed.
+        RegistryUnavailable: the model registry failed or did not answer in time.
     """
     verdict = judge(data, filename, modality=modality)
     if verdict.scan is None:
@@ -113,6 +115,8 @@ def analyse_upload(
     image_png = overlay_png(prediction.prepared, np.zeros_like(heat), alpha=0.0)
     image_sha256 = hashlib.sha256(image_png).hexdigest()
     storage.blobs.put(image_sha256, image_png)
+    trained = prediction.model.trained_at
+    trained_at = None if trained is None else f"{trained:%Y-%m-%d %H:%M} UTC"
     analysis = storage.record_analysis(
         scan_id=scan.id,
         user=user,
@@ -129,9 +133,22 @@ def analyse_upload(
             "specificity": prediction.specificity,
             "modality": prediction.modality,
             "image_sha256": image_sha256,
+            "model_trained_at": trained_at,
         },
     )
     return AnalysisAccepted(analysis, prediction, image_png, heatmap_png)
+
+
+def warm_up(predictor: Predictor) -> list[ModelRef]:
+    """Start the scan reader's worker and load the champions, ahead of the first upload.
+
+    The reader's worker process is started by its first file, and that start counts
+    against the file's ``validate_timeout_s``; a tiny image starts it here instead.
+    """
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((32, 32), 128, dtype=np.uint8)).save(buffer, format="PNG")
+    judge(buffer.getvalue(), "warm-up.png", modality="US")
+    return predictor.warm_up()
 
 
 def _no_model_message(filename: str, modality: str | None) -> str:

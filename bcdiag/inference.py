@@ -1,14 +1,21 @@
 """Scoring one scan with the champion model of its modality.
 
-`Predictor` looks up the ``champion`` alias of the scan's registered model on every
-call (one registry request), so a newly promoted champion is used without a
-restart; each (tracking URI, name, version) is downloaded, verified and loaded once.
+`Predictor` looks up the ``champion`` alias of the scan's registered model at most
+every ``champion_check_s`` seconds (`bcdiag.settings`), so a newly promoted champion
+is used without a restart while most uploads pay no registry request. A lookup runs
+in its own daemon thread and is waited for at most ``registry_timeout_s``: a registry
+that is down costs an analysis that many seconds and a message, not MLflow's minutes
+of retries. Each (tracking URI, name, version) is downloaded, verified and loaded
+once; `Predictor.warm_up` does that ahead of the first scan.
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -29,13 +36,22 @@ class NoModelError(BcdiagError):
     """No model can score this scan: unknown modality, or no champion registered yet."""
 
 
+class RegistryUnavailable(BcdiagError):
+    """The model registry did not answer in time or failed; no model could be chosen."""
+
+
 @dataclass(frozen=True)
 class ModelRef:
-    """The registered version that made a prediction."""
+    """The registered version that made a prediction.
+
+    ``trained_at`` is the version's registration time: bcdiag registers a bundle at the
+    end of the run that trained it.
+    """
 
     name: str
     version: str
     sha256: str
+    trained_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +84,7 @@ class Prediction:
                 "name": self.model.name,
                 "version": self.model.version,
                 "sha256": self.model.sha256,
+                "trained_at": _iso(self.model.trained_at),
             },
         }
 
@@ -84,19 +101,61 @@ class Predictor:
 
     Thread-safe: models load under a lock, and Grad-CAM (which hooks the shared
     networks) runs under another.
+
+    Args:
+        champion_check_s: seconds an alias lookup is reused; default the setting.
+        registry_timeout_s: seconds to wait for a lookup; default the setting.
+        clock: monotonic seconds (tests pass their own).
     """
 
-    def __init__(self) -> None:
-        torch.set_num_threads(get_settings().torch_threads)
+    def __init__(
+        self,
+        *,
+        champion_check_s: float | None = None,
+        registry_timeout_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        settings = get_settings()
+        torch.set_num_threads(settings.torch_threads)
+        self._check_s = settings.champion_check_s if champion_check_s is None else champion_check_s
+        self._timeout_s = (
+            settings.registry_timeout_s if registry_timeout_s is None else registry_timeout_s
+        )
+        self._clock = clock
         self._load_lock = threading.Lock()
         self._cam_lock = threading.Lock()
+        self._lookup_lock = threading.Lock()
+        self._lookups: dict[tuple[str, str], _AliasLookup] = {}
         self._loaded: dict[tuple[str, str, str], _Loaded] = {}
+
+    def warm_up(self) -> list[ModelRef]:
+        """Load every modality's champion and run it once (with Grad-CAM) on a blank
+        image, so that the first scan pays neither model loading nor first-call costs.
+
+        Returns:
+            The champions now loaded; modalities without one are left out.
+        """
+        from bcdiag.heatmaps import grad_cam
+
+        ready = []
+        for modality in MODEL_NAMES:
+            try:
+                model = self._champion(modality)
+            except NoModelError:
+                continue
+            blank = np.zeros((model.bundle.image_size,) * 2, dtype=np.float32)
+            model.bundle.probabilities(blank[None], model.nets)
+            with self._cam_lock:
+                grad_cam(model.bundle, model.nets, blank)
+            ready.append(model.ref)
+        return ready
 
     def predict(self, scan: Scan, file: str, *, heatmap: bool = False) -> Prediction:
         """Probability of malignancy and the call at the model's operating point.
 
         Raises:
             NoModelError: the scan has no modality, or its modality no champion.
+            RegistryUnavailable: the registry failed or did not answer in time.
         """
         modality = scan.metadata.modality
         model = self._champion(modality)
@@ -140,7 +199,7 @@ class Predictor:
         if name is None:
             raise NoModelError(f"no model for {modality} yet")
         uri = mlflow.get_tracking_uri()
-        version = _champion_version(uri, name)
+        version = self._champion_version(uri, name)
         if version is None:
             raise NoModelError(
                 f"no champion model for {modality} yet: train and promote one ({name})"
@@ -149,12 +208,75 @@ class Predictor:
         with self._load_lock:
             if key not in self._loaded:
                 bundle, info = load_version(name, version)
-                ref = ModelRef(info.name, info.version, info.sha256)
+                trained_at = _registered_at(uri, name, info.version)
+                ref = ModelRef(info.name, info.version, info.sha256, trained_at)
                 self._loaded[key] = _Loaded(ref, bundle, bundle.networks())
             return self._loaded[key]
 
+    def _champion_version(self, uri: str, name: str) -> str | None:
+        """The champion alias, from a lookup younger than ``champion_check_s`` if any."""
+        key = (uri, name)
+        with self._lookup_lock:
+            lookup = self._lookups.get(key)
+            if lookup is None or lookup.expired(self._clock(), self._check_s):
+                lookup = _AliasLookup(uri, name, self._clock)
+                self._lookups[key] = lookup
+        if not lookup.done.wait(self._timeout_s):
+            raise RegistryUnavailable(
+                f"the model registry did not answer within {self._timeout_s:g} s, so no "
+                "model could be chosen; please try again in a few minutes"
+            )
+        if lookup.error is not None:
+            raise lookup.error
+        return lookup.version
 
-def _champion_version(uri: str, name: str) -> str | None:
+
+class _AliasLookup:
+    """One registry request for a champion alias, run in a daemon thread.
+
+    A caller that stops waiting leaves it running (MLflow retries for minutes); later
+    callers wait on the same request instead of piling up new ones.
+    """
+
+    def __init__(self, uri: str, name: str, clock: Callable[[], float]) -> None:
+        self.done = threading.Event()
+        self.version: str | None = None
+        self.error: Exception | None = None
+        self.finished_at = 0.0
+        self._clock = clock
+        threading.Thread(
+            target=self._run, args=(uri, name), name=f"champion of {name}", daemon=True
+        ).start()
+
+    def _run(self, uri: str, name: str) -> None:
+        try:
+            self.version = _registry_champion(uri, name)
+        except Exception as error:  # noqa: BLE001 - re-raised in the thread that waits
+            self.error = error
+        finally:
+            self.finished_at = self._clock()
+            self.done.set()
+
+    def expired(self, now: float, check_s: float) -> bool:
+        """Finished with an error, or answered at least ``check_s`` seconds ago."""
+        if not self.done.is_set():
+            return False
+        return self.error is not None or now - self.finished_at >= check_s
+
+
+def _registered_at(uri: str, name: str, version: str) -> datetime:
+    """When ``version`` of ``name`` was registered (UTC)."""
+    from mlflow import MlflowClient
+
+    found = MlflowClient(uri).get_model_version(name, version)
+    return datetime.fromtimestamp(int(found.creation_timestamp) / 1000, UTC)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def _registry_champion(uri: str, name: str) -> str | None:
     """The champion's version number, None when the model or the alias does not exist."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -164,6 +286,9 @@ def _champion_version(uri: str, name: str) -> str | None:
     except MlflowException as error:
         if error.error_code == "RESOURCE_DOES_NOT_EXIST":
             return None
-        raise BcdiagError(f"the model registry at {uri} failed: {error.message}") from error
+        raise RegistryUnavailable(
+            f"the model registry failed ({error.error_code}), so no model could be chosen; "
+            "please try again in a few minutes"
+        ) from error
     version = aliases.get(CHAMPION)
     return None if version is None else str(version)

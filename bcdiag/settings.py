@@ -108,6 +108,19 @@ class Settings(BaseSettings):
         description="Address-space limit of the process that judges one file.",
     )
 
+    # clinician app
+    champion_check_s: float = Field(
+        default=30.0,
+        description="Seconds a looked-up champion alias is reused before the model registry "
+        "is asked again: a newly promoted champion reaches running apps within this time, "
+        "and uploads in between pay no registry request. 0: ask on every analysis.",
+    )
+    registry_timeout_s: float = Field(
+        default=10.0,
+        description="Seconds an analysis waits for the model registry's answer before it "
+        "reports the registry unreachable (MLflow's own client retries for ~4 minutes).",
+    )
+
     # retraining
     retrain_cron: str = Field(
         default="0 3 * * 0",

@@ -80,6 +80,9 @@ def test_accepted_ultrasound_png_is_stored_scored_and_audited(
     )
     assert analysis.details["sensitivity"] == prediction.sensitivity
     assert (analysis.filename, analysis.details["modality"]) == ("lesion.png", "US")
+    trained = prediction.model.trained_at
+    assert trained is not None
+    assert analysis.details["model_trained_at"] == f"{trained:%Y-%m-%d %H:%M} UTC"
     assert storage.heatmap_png(analysis) == outcome.heatmap_png
     assert outcome.heatmap_png.startswith(b"\x89PNG") and outcome.image_png.startswith(b"\x89PNG")
     assert storage.get_analysis(analysis.id, "alice") == analysis

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import mlflow
@@ -15,10 +17,11 @@ from bcdiag import inference
 from bcdiag.bundle import ModelBundle
 from bcdiag.errors import ConfigurationError
 from bcdiag.heatmaps import grad_cam, overlay_png, target_layer
-from bcdiag.inference import NoModelError, Predictor
+from bcdiag.inference import NoModelError, Predictor, RegistryUnavailable
 from bcdiag.preprocess import prepare
 from bcdiag.registry import RegisteredModel, log_bundle, promote
 from bcdiag.scans import Scan, read_scan
+from bcdiag.services import free_port
 
 pytestmark = pytest.mark.usefixtures("mlflow_tracking")
 
@@ -56,10 +59,18 @@ def test_probability_equals_bundle_probabilities(small_bundle: ModelBundle, us_s
     point = small_bundle.operating_point
     assert result.threshold == point.threshold
     assert result.call == ("suspicious" if expected >= point.threshold else "not suspicious")
-    assert result.model == inference.ModelRef("bcdiag-us", "1", logged.sha256)
+    registered = mlflow.MlflowClient().get_model_version("bcdiag-us", "1").creation_timestamp
+    trained_at = datetime.fromtimestamp(registered / 1000, UTC)
+    assert datetime.now(UTC) - trained_at < timedelta(minutes=5)
+    assert result.model == inference.ModelRef("bcdiag-us", "1", logged.sha256, trained_at)
     assert result.heatmap is None
     payload = result.as_json()
-    assert payload["model"] == {"name": "bcdiag-us", "version": "1", "sha256": logged.sha256}
+    assert payload["model"] == {
+        "name": "bcdiag-us",
+        "version": "1",
+        "sha256": logged.sha256,
+        "trained_at": trained_at.isoformat(),
+    }
     assert {"file", "probability_malignant", "call", "threshold"} <= payload.keys()
 
 
@@ -107,6 +118,37 @@ def test_new_champion_is_used_without_a_new_predictor(
     small_bundle: ModelBundle, us_scan: Scan, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     loads: list[str] = []
+    lookups: list[str] = []
+    real_load, real_lookup = inference.load_version, inference._registry_champion
+
+    def counting_load(name: str, version: str | int) -> tuple[ModelBundle, object]:
+        loads.append(f"{name}/{version}")
+        return real_load(name, version)
+
+    def counting_lookup(uri: str, name: str) -> str | None:
+        lookups.append(name)
+        return real_lookup(uri, name)
+
+    monkeypatch.setattr(inference, "load_version", counting_load)
+    monkeypatch.setattr(inference, "_registry_champion", counting_lookup)
+    register(small_bundle)
+    now = [1000.0]
+    predictor = Predictor(champion_check_s=30, clock=lambda: now[0])
+    assert predictor.predict(us_scan, "a.png").model.version == "1"
+    register(small_bundle, force=True)
+    now[0] += 29  # within champion_check_s: no registry request, the old champion
+    assert predictor.predict(us_scan, "b.png").model.version == "1"
+    assert lookups == ["bcdiag-us"]
+    now[0] += 2  # the next analysis after champion_check_s asks again
+    assert predictor.predict(us_scan, "c.png").model.version == "2"
+    assert lookups == ["bcdiag-us", "bcdiag-us"]
+    assert loads == ["bcdiag-us/1", "bcdiag-us/2"]
+
+
+def test_warm_up_loads_the_champions_once(
+    small_bundle: ModelBundle, us_scan: Scan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loads: list[str] = []
     real_load = inference.load_version
 
     def counting_load(name: str, version: str | int) -> tuple[ModelBundle, object]:
@@ -114,13 +156,22 @@ def test_new_champion_is_used_without_a_new_predictor(
         return real_load(name, version)
 
     monkeypatch.setattr(inference, "load_version", counting_load)
-    register(small_bundle)
+    logged = register(small_bundle)
     predictor = Predictor()
-    assert predictor.predict(us_scan, "a.png").model.version == "1"
-    assert predictor.predict(us_scan, "b.png").model.version == "1"
-    register(small_bundle, force=True)
-    assert predictor.predict(us_scan, "c.png").model.version == "2"
-    assert loads == ["bcdiag-us/1", "bcdiag-us/2"]
+    (ready,) = predictor.warm_up()  # MG has no champion: left out
+    assert (ready.name, ready.version, ready.sha256) == ("bcdiag-us", "1", logged.sha256)
+    assert predictor.predict(us_scan, "a.png", heatmap=True).model == ready
+    assert loads == ["bcdiag-us/1"]
+
+
+def test_unreachable_registry_fails_fast_with_a_message(us_scan: Scan) -> None:
+    mlflow.set_tracking_uri(f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    predictor = Predictor(registry_timeout_s=1)
+    for _ in range(2):  # the second call waits on the same stuck request, not a new one
+        began = time.monotonic()
+        with pytest.raises(RegistryUnavailable, match="did not answer within 1 s"):
+            predictor.predict(us_scan, "lesion.png")
+        assert time.monotonic() - began < 3
 
 
 def test_mammogram_without_champion_has_no_model(small_bundle: ModelBundle, data_dir: Path) -> None:

@@ -25,6 +25,8 @@ def summary_html(analysis: StoredAnalysis) -> str:
     """The card's text; every user-supplied value is escaped."""
     details = analysis.details
     call_class = "bcdiag-suspicious" if analysis.call == "suspicious" else "bcdiag-clear"
+    trained_at = details.get("model_trained_at")
+    trained = f"trained {trained_at}" if trained_at else "training date not recorded"
     return (
         f"<h4>{html.escape(analysis.filename)}</h4>"
         f"<p class='bcdiag-probability'>Probability of malignancy: "
@@ -35,7 +37,8 @@ def summary_html(analysis: StoredAnalysis) -> str:
         f"{float(details.get('specificity', float('nan'))):.0%})</p>"
         f"<p>Modality: {html.escape(str(details.get('modality', 'unknown')))} · "
         f"Model: <span class='bcdiag-model'>{html.escape(analysis.model_name)} version "
-        f"{html.escape(analysis.model_version)}</span> "
+        f"{html.escape(analysis.model_version)}</span>, "
+        f"<span class='bcdiag-trained'>{html.escape(trained)}</span> "
         f"(sha256 {html.escape(analysis.model_sha256[:12])}) · "
         f"{analysis.created_at:%Y-%m-%d %H:%M} UTC</p>"
         f"<p class='bcdiag-disclaimer'><i>{html.escape(DISCLAIMER)}</i></p>"
