@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import ipywidgets as widgets
+import mlflow
 import pytest
 from sqlalchemy import select
 from test_inference import breastmnist_png, register
@@ -16,17 +17,23 @@ from bcdiag.app import ClinicianApp
 from bcdiag.app.cards import OUTCOME_CHOICES
 from bcdiag.bundle import ModelBundle
 from bcdiag.inference import Predictor
+from bcdiag.services import free_port
 from bcdiag.storage import Storage
 from bcdiag.storage.analysis_store import OUTCOME_LABELS
 from bcdiag.storage.models import AuditEvent
 
 
-def _upload(app: ClinicianApp, *files: tuple[str, bytes]) -> None:
+def _choose(app: ClinicianApp, *files: tuple[str, bytes]) -> None:
+    """What the browser's FileUpload sends once it has read the chosen files."""
     app.upload.value = tuple(
         {"name": name, "type": "", "size": len(data), "content": memoryview(data),
          "last_modified": datetime.now(UTC)}
         for name, data in files
     )  # fmt: skip
+
+
+def _upload(app: ClinicianApp, *files: tuple[str, bytes]) -> None:
+    _choose(app, *files)
     app.analyse.click()
 
 
@@ -56,13 +63,20 @@ def test_upload_gives_a_card_a_reason_a_report_and_an_outcome(
     app = ClinicianApp(storage, Predictor(), "alice")
     hostile = "<img src=x onerror=alert(1)>.png"
     ct = (data_dir / "dicom" / "CT_small.dcm").read_bytes()
-    _upload(app, (hostile, breastmnist_png(data_dir, 3)), ("CT_small.dcm", ct))
+    assert app.analyse.disabled  # until the kernel holds the chosen files
+    _choose(app, (hostile, breastmnist_png(data_dir, 3)), ("CT_small.dcm", ct))
+    assert not app.analyse.disabled and "Received 2 file(s)" in app.status.value
+    app.analyse.click()
+    assert app.analyse.disabled and app.upload.value == ()
 
     card, rejection = app.results.children
     text = _texts(card)
     assert "&lt;img src=x onerror=alert(1)&gt;.png" in text and "<img src=x" not in text
     assert re.search(r"Probability of malignancy: <b>\d+\.\d%</b>", text)
     assert "bcdiag-us version 1" in text and "not a diagnosis" in text
+    registered = mlflow.MlflowClient().get_model_version("bcdiag-us", "1").creation_timestamp
+    trained = datetime.fromtimestamp(registered / 1000, UTC)
+    assert f"trained {trained:%Y-%m-%d %H:%M} UTC" in text
     assert "modality CT" in _texts(rejection) and "Not analysed" in _texts(rejection)
     assert app.progress.value == app.progress.max == 2
 
@@ -121,3 +135,19 @@ def test_an_empty_upload_asks_for_files(storage: Storage) -> None:
     app = ClinicianApp(storage, Predictor(), "alice")
     app.analyse.click()
     assert "Choose one or more scans" in app.status.value
+
+
+@pytest.mark.usefixtures("mlflow_tracking")
+def test_an_unreachable_registry_is_a_message_in_the_card_area(
+    storage: Storage, data_dir: Path
+) -> None:
+    mlflow.set_tracking_uri(f"http://127.0.0.1:{free_port()}")  # the MLflow server is down
+    app = ClinicianApp(storage, Predictor(registry_timeout_s=1), "alice")
+    app.warming.join(timeout=5)  # the warm-up met the same registry and gave up quietly
+    assert not app.warming.is_alive()
+    _upload(app, ("lesion <1>.png", breastmnist_png(data_dir, 4)))
+    (message,) = app.results.children
+    text = _texts(message)
+    assert "bcdiag-rejected" in text and "lesion &lt;1&gt;.png: the model registry did not" in text
+    assert "within 1 s" in text and "try again" in text and "Traceback" not in text
+    assert "Finished 1 file(s)" in app.status.value and app.progress.value == 1

@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import html
 import logging
+import threading
 from typing import Any
 
 import ipywidgets as widgets
 
-from bcdiag.analyses import AnalysisAccepted, AnalysisRejected, analyse_upload, audit_view
+from bcdiag.analyses import (
+    AnalysisAccepted,
+    AnalysisRejected,
+    analyse_upload,
+    audit_view,
+    warm_up,
+)
 from bcdiag.app.cards import rejection_widget, result_card
 from bcdiag.errors import BcdiagError
 from bcdiag.inference import Predictor
@@ -25,16 +32,27 @@ MAX_UPLOAD_FILES = 20
 
 
 class ClinicianApp:
-    """Widgets and behaviour of the app for one signed-in user."""
+    """Widgets and behaviour of the app for one signed-in user.
+
+    Building it starts `warm_up` in a background thread (``self.warming``): the page
+    shows at once while the champions load, and an early upload waits for the load
+    instead of repeating it. Analyse stays disabled until the kernel holds the chosen
+    files: the browser reads and sends a large file for a while after it is chosen.
+    """
 
     def __init__(self, storage: Storage, predictor: Predictor, user: str) -> None:
         self.storage, self.predictor, self.user = storage, predictor, user
+        self.warming = threading.Thread(target=self._warm_up, name="warm-up", daemon=True)
+        self.warming.start()
         self.upload = widgets.FileUpload(accept=ACCEPT, multiple=True, description="Choose scans")
+        self.upload.observe(self._received, names="value")
         self.modality = widgets.ToggleButtons(
             options=[("Ultrasound", "US"), ("Mammogram", "MG")],
             description="PNG/JPEG are:",
         )
-        self.analyse = widgets.Button(description="Analyse", button_style="primary", icon="play")
+        self.analyse = widgets.Button(
+            description="Analyse", button_style="primary", icon="play", disabled=True
+        )
         self.progress = widgets.IntProgress(min=0, max=1, value=0, description="Progress:")
         self.status = widgets.HTML()
         self.results = widgets.VBox()
@@ -64,6 +82,21 @@ class ClinicianApp:
         self.widget = widgets.VBox([header, tabs])
         self.show_history()
 
+    def _warm_up(self) -> None:
+        try:
+            ready = warm_up(self.predictor)
+        except Exception as error:  # noqa: BLE001 - the first upload retries and reports
+            log.warning("warm-up failed (%s); the first upload loads the models", error)
+            return
+        log.info("warm-up loaded %s", ", ".join(f"{m.name} v{m.version}" for m in ready))
+
+    def _received(self, change: dict[str, Any]) -> None:
+        files = change["new"]
+        self.analyse.disabled = not files
+        if files:
+            megabytes = sum(int(item["size"]) for item in files) / 1e6
+            self.notify(f"Received {len(files)} file(s), {megabytes:.1f} MB. Press Analyse.")
+
     def notify(self, message: str) -> None:
         """Show one plain sentence under the progress bar."""
         self.status.value = f"<p class='bcdiag-status'>{html.escape(message)}</p>"
@@ -74,6 +107,7 @@ class ClinicianApp:
         if not files:
             self.notify("Choose one or more scans first.")
             return
+        self.analyse.disabled = True  # no second run queued behind this one
         self.progress.max, self.progress.value = len(files), 0
         cards: list[widgets.Widget] = []
         for index, item in enumerate(files, start=1):
@@ -93,7 +127,9 @@ class ClinicianApp:
                 modality=str(self.modality.value),
             )  # fmt: skip
         except BcdiagError as error:
-            return widgets.HTML(f"<div class='bcdiag-rejected'>{html.escape(str(error))}</div>")
+            return widgets.HTML(
+                f"<div class='bcdiag-rejected'>{html.escape(name)}: {html.escape(str(error))}</div>"
+            )
         except Exception:  # the screen must never show a traceback; the log keeps it
             log.exception("analysis of %s failed", name)
             return widgets.HTML(
