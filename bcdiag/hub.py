@@ -116,7 +116,7 @@ def _proxy_command(port: int, destport: int, ready_path: str, command: list[str]
     The signed-in user travels as the `USER_HEADER` header; a client's own copy is dropped.
     """
     return [
-        sys.executable, "-m", "jhsingle_native_proxy.main",
+        sys.executable, "-m", "bcdiag.hub_proxy",
         "--ip", "127.0.0.1", "--port", str(port), "--destport", str(destport),
         "--authtype", "oauth", "--forward-user-info",
         "--ready-check-path", ready_path, "--ready-timeout", "180",

@@ -1,20 +1,26 @@
-"""`bcdiag run` really starts MLflow, JupyterLab and the clinician app and stops them on Ctrl-C."""
+"""`bcdiag run` really starts the platform (MLflow, JupyterHub and its services), creates the
+first admin once, and stops everything on Ctrl-C; a second start is quick."""
 
 from __future__ import annotations
 
-import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+import requests
 
 from bcdiag.services import free_port
+
+PORTS = (
+    "PORT", "HUB_API_PORT", "PROXY_API_PORT", "APP_PORT", "APP_PROXY_PORT", "MLFLOW_PORT",
+    "MLFLOW_PROXY_PORT", "SCHEDULER_PORT",
+)  # fmt: skip
 
 
 def _wait_for_line(process: subprocess.Popen[str], text: str, timeout_s: float) -> list[str]:
@@ -31,41 +37,72 @@ def _wait_for_line(process: subprocess.Popen[str], text: str, timeout_s: float) 
     pytest.fail(f"no {text!r} within {timeout_s} s; output: {''.join(seen)}")
 
 
-@pytest.mark.slow
-def test_run_starts_services_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
-    lab_port, mlflow_port, app_port = free_port(), free_port(), free_port()
-    env = {
-        **os.environ,
-        "BCDIAG_HOME": str(tmp_path / "home"),
-        "BCDIAG_PORT": str(lab_port),
-        "BCDIAG_MLFLOW_PORT": str(mlflow_port),
-        "BCDIAG_APP_PORT": str(app_port),
-        "PYTHONUNBUFFERED": "1",
-    }
-    env.pop("BCDIAG_DATABASE_URL", None)
-    process = subprocess.Popen(
+def _start(env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
         [sys.executable, "-m", "bcdiag", "run"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=90) == 0
+
+
+@pytest.mark.slow
+def test_run_starts_platform_creates_admin_once_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    ports = {name: free_port() for name in PORTS}
+    env = {
+        **os.environ,
+        **{f"BCDIAG_{name}": str(port) for name, port in ports.items()},
+        "BCDIAG_HOME": str(tmp_path / "home"),
+        "BCDIAG_APP_POOL_SIZE": "0",
+        "PYTHONUNBUFFERED": "1",
+    }
+    for name in ("BCDIAG_DATABASE_URL", "BCDIAG_ADMIN_USER", "BCDIAG_ADMIN_PASSWORD"):
+        env.pop(name, None)
+    url = f"http://127.0.0.1:{ports['PORT']}"
+    process = _start(env)
     try:
-        output = _wait_for_line(process, "bcdiag is running", timeout_s=180)
-        with urllib.request.urlopen(f"http://127.0.0.1:{mlflow_port}/health", timeout=5) as r:
-            assert r.status == 200
-        with urllib.request.urlopen(f"http://127.0.0.1:{lab_port}/api", timeout=5) as r:
-            assert "version" in json.load(r)
-        with urllib.request.urlopen(f"http://127.0.0.1:{app_port}/", timeout=60) as r:
-            assert "application/vnd.jupyter.widget-view+json" in r.read().decode()  # app built
-        assert any(f"127.0.0.1:{lab_port}/lab?token=" in line for line in output)
-        assert any(f"clinician app: http://127.0.0.1:{app_port}/" in line for line in output)
+        output = "".join(_wait_for_line(process, "bcdiag is running", timeout_s=240))
+        found = re.search(r"first admin: admin  password: (\S+)", output)
+        assert found, output
+        assert f"Sign in at {url}/" in output
+        session = requests.Session()
+        session.get(f"{url}/hub/login", timeout=30)
+        signed_in = session.post(
+            f"{url}/hub/login",
+            data={
+                "username": "admin",
+                "password": found.group(1),
+                "_xsrf": session.cookies.get("_xsrf", path="/hub/"),
+            },
+            timeout=60,
+        )
+        assert signed_in.url == f"{url}/hub/admin"  # admins land in the admin panel
+        mlflow_health = f"http://127.0.0.1:{ports['MLFLOW_PORT']}/health"
+        assert requests.get(mlflow_health, timeout=10).status_code == 200
+        app = session.get(f"{url}/services/bcdiag-app/", timeout=180)  # starts Voilà
+        assert "application/vnd.jupyter.widget-view+json" in app.text  # the app was built
         assert (tmp_path / "home" / "bcdiag.sqlite").exists()
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=60) == 0
+        _stop(process)
     finally:
         if process.poll() is None:
             process.kill()
-    for port in (lab_port, mlflow_port, app_port):
+    for name, port in ports.items():
         with socket.socket() as sock:
-            assert sock.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still served"
+            assert sock.connect_ex(("127.0.0.1", port)) != 0, f"{name} {port} still served"
+
+    started = time.monotonic()
+    process = _start(env)
+    try:
+        output = "".join(_wait_for_line(process, "bcdiag is running", timeout_s=240))
+        print(f"second start: {time.monotonic() - started:.1f} s")
+        assert "first admin" not in output, "the admin is created on the first start only"
+        _stop(process)
+    finally:
+        if process.poll() is None:
+            process.kill()

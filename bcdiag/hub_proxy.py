@@ -1,0 +1,50 @@
+"""The hub-OAuth proxy in front of the clinician app and the MLflow UI.
+
+jhsingle-native-proxy 0.8.3 with two websocket gaps closed; run as
+``python -m bcdiag.hub_proxy`` with jhsingle-native-proxy's own options.
+
+- Its websocket handshake calls tornado's ``check_origin`` itself. Since tornado 6.6 that
+  accepts only configured ``trusted_origins``, so every kernel websocket got 403. The
+  same-origin test tornado used to make is restored: the browser's ``Sec-Fetch-Site:
+  same-origin``, or an ``Origin`` whose host is the request's ``Host``.
+- Its HTTP requests need a hub login, its websocket handshakes did not: anyone who knew a
+  kernel id could have opened that kernel's channels. Handshakes now need the same login
+  (the hub cookie, which JupyterHub allows on websockets by default).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlparse
+
+from jhsingle_native_proxy import main as jhsingle
+from jhsingle_native_proxy.proxyhandlers import ProxyHandler
+from tornado import web
+
+_forward_websocket = ProxyHandler.ws_get
+
+
+def same_origin(handler: Any, origin: str) -> bool:
+    """Whether a websocket handshake comes from a page of this same site."""
+    headers = handler.request.headers
+    if headers.get("Sec-Fetch-Site") == "same-origin":
+        return True
+    return bool(urlparse(origin).netloc.lower() == headers.get("Host", "").lower())
+
+
+async def authenticated_ws_get(handler: Any, *args: Any, **kwargs: Any) -> None:
+    """Open the websocket only for a signed-in user with the service's access scope."""
+    if getattr(handler, "authtype", "oauth") == "oauth" and not handler.get_current_user():
+        raise web.HTTPError(403, "sign in through the hub first")
+    await _forward_websocket(handler, *args, **kwargs)
+
+
+def harden() -> None:
+    """Install both fixes on jhsingle-native-proxy's handler class."""
+    ProxyHandler.check_origin = same_origin
+    ProxyHandler.ws_get = authenticated_ws_get
+
+
+if __name__ == "__main__":
+    harden()
+    jhsingle.run()

@@ -1,0 +1,434 @@
+"""The platform as `make run` starts it: real JupyterHub, proxy, services, accounts.
+
+One `bcdiag run` for the module (``platform``); a clinician and a researcher are
+added with `bcdiag users add` while it runs, the admin comes from
+``BCDIAG_ADMIN_USER`` / ``BCDIAG_ADMIN_PASSWORD``. The access matrix probes every
+role on every route below; `test_every_hub_route_has_an_expected_outcome` fails
+when JupyterHub, the authenticator or the proxy grows a route this file does not judge.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import pytest
+import requests
+from playwright.sync_api import Page, sync_playwright
+from test_app_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, _upload
+from test_inference import register
+
+from bcdiag.bundle import ModelBundle
+from bcdiag.services import free_port
+
+CLINICIAN, RESEARCHER, ADMIN = "dr-alice", "rob", "admin"
+PASSWORDS = {
+    CLINICIAN: "horse battery staple 1",
+    RESEARCHER: "horse battery staple 2",
+    ADMIN: "horse battery staple 0",
+}
+START_TIMEOUT_S = 240  # hub + proxy + MLflow on a loaded 2-core machine
+ROLES = ("anonymous", "clinician", "researcher", "admin")
+
+
+@dataclass(frozen=True)
+class Platform:
+    """A running `bcdiag run`: its front door, ports and log."""
+
+    url: str
+    env: dict[str, str]
+    log: Path
+    proxy_token: str
+
+
+def _wait_for(log: Path, process: subprocess.Popen[bytes], text: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if text in log.read_text(errors="replace"):
+            return
+        if process.poll() is not None:
+            break
+        time.sleep(0.5)
+    pytest.fail(f"no {text!r} within {timeout_s} s: {log.read_text(errors='replace')[-4000:]}")
+
+
+def add_user(env: dict[str, str], name: str, group: str) -> str:
+    """`bcdiag users add` with the password on stdin; its output."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bcdiag", "users", "add", name, "--group", group],
+        input=PASSWORDS.get(name, "horse battery staple 9") + "\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    """`bcdiag run` on free ports with a fresh BCDIAG_HOME, and one account per group."""
+    root = tmp_path_factory.mktemp("platform")
+    port = free_port()
+    proxy_token = os.urandom(16).hex()
+    env = {
+        **os.environ,
+        "BCDIAG_HOME": str(root / "home"),
+        "BCDIAG_PORT": str(port),
+        "BCDIAG_HUB_API_PORT": str(free_port()),
+        "BCDIAG_PROXY_API_PORT": str(free_port()),
+        "BCDIAG_APP_PORT": str(free_port()),
+        "BCDIAG_APP_PROXY_PORT": str(free_port()),
+        "BCDIAG_MLFLOW_PORT": str(free_port()),
+        "BCDIAG_MLFLOW_PROXY_PORT": str(free_port()),
+        "BCDIAG_SCHEDULER_PORT": str(free_port()),
+        "BCDIAG_ADMIN_USER": ADMIN,
+        "BCDIAG_ADMIN_PASSWORD": PASSWORDS[ADMIN],
+        "BCDIAG_APP_POOL_SIZE": "0",  # kernels start per page; keeps the 2-core CI machine free
+        "CONFIGPROXY_AUTH_TOKEN": proxy_token,  # lets the route-list test read the proxy table
+        "PYTHONUNBUFFERED": "1",
+    }
+    for name in ("BCDIAG_DATABASE_URL", "BCDIAG_STORAGE_URL", "MLFLOW_TRACKING_URI"):
+        env.pop(name, None)
+    log = root / "run.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bcdiag", "run"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        _wait_for(log, process, "bcdiag is running", START_TIMEOUT_S)
+        assert "via the hub API" in add_user(env, CLINICIAN, "clinicians")
+        add_user(env, RESEARCHER, "researchers")
+        yield Platform(f"http://127.0.0.1:{port}", env, log, proxy_token)
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def login(platform: Platform, name: str, password: str | None = None) -> requests.Response:
+    """POST the login form; the (unfollowed) response, with the session on `.session`."""
+    session = requests.Session()
+    session.get(f"{platform.url}/hub/login", timeout=30)
+    response = session.post(
+        f"{platform.url}/hub/login",
+        data={
+            "username": name,
+            "password": PASSWORDS[name] if password is None else password,
+            "_xsrf": session.cookies.get("_xsrf", path="/hub/"),
+        },
+        allow_redirects=False,
+        timeout=60,
+    )
+    response.session = session  # type: ignore[attr-defined]
+    return response
+
+
+@pytest.fixture(scope="module")
+def sessions(platform: Platform) -> dict[str, requests.Session]:
+    """A signed-in session per role (anonymous: none), the researcher's server started."""
+    result = {"anonymous": requests.Session()}
+    for role, name in (("clinician", CLINICIAN), ("researcher", RESEARCHER), ("admin", ADMIN)):
+        response = login(platform, name)
+        assert response.status_code == 302, f"{name} could not sign in"
+        result[role] = response.session  # type: ignore[attr-defined]
+    researcher = result["researcher"]
+    researcher.get(f"{platform.url}/hub/spawn", timeout=60)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if researcher.get(f"{platform.url}/user/{RESEARCHER}/lab", timeout=30).url.endswith(
+            f"/user/{RESEARCHER}/lab"
+        ):
+            break
+        time.sleep(2)
+    else:
+        pytest.fail("the researcher's JupyterLab did not start within 180 s")
+    return result
+
+
+# --- the access matrix ------------------------------------------------------------------
+OK, LOGIN, DENIED, ALLOWED, SKIP = "ok", "login", "denied", "allowed", "skip"
+"""ok: 200 at the asked URL; login: ends on the login page; denied: 401/403/404 (and not the
+login page); allowed: neither 401/403/404 nor the login page (e.g. 400 "already running");
+skip: not probed, for the reason in the comment."""
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str  # {self}: the signed-in user's name; {other}: someone else's
+    expected: dict[str, str]
+
+
+def _all(anonymous: str, clinician: str, researcher: str, admin: str) -> dict[str, str]:
+    return dict(zip(ROLES, (anonymous, clinician, researcher, admin), strict=True))
+
+
+MATRIX = [
+    Route("GET", "/hub/home", _all(LOGIN, OK, OK, OK)),
+    Route("GET", "/hub/admin", _all(LOGIN, DENIED, DENIED, OK)),
+    # admin: spawning a second server costs a minute of CI; admins hold every scope anyway
+    Route("GET", "/hub/spawn", _all(LOGIN, DENIED, ALLOWED, SKIP)),  # researcher: to the lab
+    Route("POST", "/hub/api/users/{self}/server", _all(DENIED, DENIED, ALLOWED, SKIP)),
+    Route("GET", "/user/{self}/lab", _all(LOGIN, DENIED, OK, SKIP)),
+    Route("GET", "/user/{self}/api/kernels", _all(LOGIN, DENIED, OK, SKIP)),
+    Route("GET", "/user/{other}/lab", _all(LOGIN, DENIED, DENIED, SKIP)),
+    Route("GET", "/user/{other}/api/contents", _all(DENIED, DENIED, DENIED, SKIP)),
+    Route("GET", "/services/bcdiag-app/", _all(LOGIN, OK, DENIED, OK)),
+    Route("GET", "/services/mlflow/", _all(LOGIN, DENIED, OK, OK)),
+    Route(
+        "GET",
+        "/services/mlflow/ajax-api/2.0/mlflow/experiments/search?max_results=1",
+        _all(LOGIN, DENIED, OK, OK),
+    ),
+    Route("GET", "/hub/signup", _all(DENIED, DENIED, DENIED, DENIED)),
+    Route("POST", "/hub/signup", _all(DENIED, DENIED, DENIED, DENIED)),
+    Route("GET", "/hub/authorize", _all(DENIED, DENIED, DENIED, OK)),
+    Route("GET", "/hub/change-password", _all(LOGIN, OK, OK, OK)),
+    Route("GET", "/hub/change-password/{other}", _all(DENIED, DENIED, DENIED, OK)),
+    Route("GET", "/hub/token", _all(LOGIN, OK, OK, OK)),  # the page; creating one is scoped:
+    Route("POST", "/hub/api/users/{self}/tokens", _all(DENIED, DENIED, ALLOWED, ALLOWED)),
+    Route("GET", "/hub/api/users", _all(DENIED, DENIED, DENIED, OK)),
+    Route("GET", "/hub/api/user", _all(DENIED, OK, OK, OK)),
+    Route("GET", "/hub/metrics", _all(DENIED, DENIED, DENIED, OK)),
+]
+NAMES = {"clinician": CLINICIAN, "researcher": RESEARCHER, "admin": ADMIN, "anonymous": CLINICIAN}
+OTHER = {"clinician": RESEARCHER, "researcher": CLINICIAN, "admin": RESEARCHER}
+
+
+def outcome(platform: Platform, session: requests.Session, method: str, path: str) -> str:
+    """What a request ends in: ok / login / denied / allowed (other status)."""
+    headers = {"X-XSRFToken": session.cookies.get("_xsrf", path="/hub/") or ""}
+    response = session.request(
+        method, f"{platform.url}{path}", headers=headers, timeout=120, allow_redirects=True
+    )
+    if "/hub/login" in response.url and response.status_code == 200:
+        return LOGIN
+    if response.status_code in (401, 403, 404):
+        return DENIED
+    if response.status_code == 200 and response.url == f"{platform.url}{path}":
+        return OK
+    return f"{ALLOWED} ({response.status_code} at {response.url})"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("role", ROLES)
+def test_access_matrix(
+    platform: Platform, sessions: dict[str, requests.Session], role: str
+) -> None:
+    session = sessions[role]
+    wrong = []
+    for route in MATRIX:
+        expected = route.expected[role]
+        if expected == SKIP:
+            continue
+        path = route.path.format(self=NAMES[role], other=OTHER.get(role, RESEARCHER))
+        got = outcome(platform, session, route.method, path)
+        if (expected == ALLOWED and got.startswith(ALLOWED)) or got == expected:
+            continue
+        wrong.append(f"{route.method} {path}: expected {expected}, got {got}")
+    assert not wrong, f"{role}:\n" + "\n".join(wrong)
+
+
+# --- every route judged -----------------------------------------------------------------
+# Hub routes (patterns as JupyterHub registers them, under /hub) judged by the matrix, or
+# not probed for the reason given.
+JUDGED_ELSEWHERE = {
+    "": "redirects to /hub/home (matrix: /hub/home)",
+    "/": "redirects to the user's default URL (test_clinician_lands_in_app_…)",
+    "/home": "matrix",
+    "/admin": "matrix",
+    "/spawn": "matrix",
+    "/spawn/([^/]+)": "spawn for another user: admin:servers scope, as /hub/spawn",
+    "/spawn/([^/]+)/([^/]+)": "named servers are off",
+    "/spawn-pending/([^/]+)": "progress page of one's own spawn (researcher flow)",
+    "/spawn-pending/([^/]+)/([^/]+)": "named servers are off",
+    "/user/(?P<user_name>[^/]+)(?P<user_path>/.*)?": "matrix: /user/{self|other}/…",
+    "/user-redirect/(.*)?": "redirects to /user/{self}/…, judged there",
+    "/security/csp-report": "browser CSP reports; logs only",
+    "/token": "matrix",
+    "/accept-share": "sharing is off (no shares scope granted)",
+    "/error/(\\d+)": "error pages",
+    "/health$": "health check, no data",
+    "/api/health$": "health check, no data",
+    "/login": "test_lockout…, test_login…",
+    "/logout": "ends the session",
+    "/metrics$": "matrix",
+    "/api/metrics$": "as /metrics",
+    "/logo": "static image",
+    "/api/(.*)": "API 404 fallback",
+    # NativeAuthenticator
+    "/signup": "matrix: absent (404)",
+    "/discard/([^/]*)": "admin:users scope, as /authorize",
+    "/authorize": "matrix",
+    "/authorize/([^/]*)": "admin:users scope, as /authorize",
+    "/confirm/([^/]*)": "self-approval is off: answers 'Invalid URL'",
+    "/change-password": "matrix",
+    "/change-password/([^/]+)": "matrix",
+}
+# The REST API is checked per token scope on every handler; the matrix samples it
+# (users list, own user, own server).
+API_PREFIX = "/api/"
+# Proxy routes besides the hub's: one per service and per running server.
+PROXY_ROUTES = {"/services/bcdiag-app", "/services/mlflow", f"/user/{RESEARCHER}"}
+
+
+def hub_patterns() -> list[str]:
+    """Every page route the hub registers (as in JupyterHub.init_handlers)."""
+    from jupyterhub import apihandlers, handlers
+    from nativeauthenticator import NativeAuthenticator
+
+    native = [pattern for pattern, *_ in NativeAuthenticator.get_handlers(None, None)]  # type: ignore[arg-type]
+    pages = [pattern for pattern, *_ in handlers.default_handlers]
+    api = [pattern for pattern, *_ in apihandlers.default_handlers]
+    return [*native, *pages, *api, "/logo", "/api/(.*)"]
+
+
+@pytest.mark.slow
+def test_every_hub_route_has_an_expected_outcome(
+    platform: Platform, sessions: dict[str, requests.Session]
+) -> None:
+    unjudged = [
+        pattern
+        for pattern in hub_patterns()
+        if pattern not in JUDGED_ELSEWHERE and not pattern.startswith(API_PREFIX)
+    ]
+    assert not unjudged, f"routes without an expected outcome: {unjudged}"
+    table = requests.get(
+        f"http://127.0.0.1:{platform.env['BCDIAG_PROXY_API_PORT']}/api/routes",
+        headers={"Authorization": f"token {platform.proxy_token}"},
+        timeout=10,
+    ).json()
+    proxied = {route.rstrip("/") for route in table} - {""}
+    assert proxied == PROXY_ROUTES, "proxy routes changed; judge the new ones in MATRIX"
+
+
+# --- login hardening --------------------------------------------------------------------
+@pytest.mark.slow
+def test_signup_is_absent_and_login_page_offers_none(platform: Platform) -> None:
+    assert requests.get(f"{platform.url}/hub/signup", timeout=30).status_code == 404
+    page = requests.get(f"{platform.url}/hub/login", timeout=30).text
+    assert "username_input" in page and not re.search(r"sign ?up", page, re.IGNORECASE)
+
+
+@pytest.mark.slow
+def test_lockout_after_five_bad_passwords(platform: Platform) -> None:
+    add_user(platform.env, "locked-out", "clinicians")
+    for _ in range(5):
+        failed = login(platform, "locked-out", "wrong password!!")
+        assert failed.status_code == 200 and "Invalid username or password" in failed.text
+    refused = login(platform, "locked-out", PASSWORDS.get("locked-out", "horse battery staple 9"))
+    assert refused.status_code != 302, "the right password must not open a locked account"
+    assert login(platform, CLINICIAN).status_code == 302, "others are not locked out"
+
+
+@pytest.mark.slow
+def test_users_add_refuses_short_and_common_passwords(platform: Platform) -> None:
+    for password in ("short", "123qweasdzxc"):  # the second: 12 characters, but common
+        done = subprocess.run(
+            [sys.executable, "-m", "bcdiag", "users", "add", "weak", "--group", "clinicians"],
+            input=password + "\n",
+            env=platform.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode != 0 and "password" in done.stderr
+    assert login(platform, CLINICIAN, "short").status_code != 302
+
+
+# --- in the browser -----------------------------------------------------------------------
+@pytest.fixture
+def browser_page() -> Iterator[Page]:
+    """A fresh Chromium page (Debian's Chromium through Playwright)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser.new_page()
+        browser.close()
+
+
+def sign_in(page: Page, platform: Platform, name: str) -> None:
+    page.goto(f"{platform.url}/", timeout=60_000)
+    page.fill("#username_input", name)
+    page.fill("#password_input", PASSWORDS[name])
+    page.click("#login_submit")
+
+
+@pytest.fixture
+def us_champion(
+    platform: Platform, small_bundle: ModelBundle, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """`small_bundle` registered as the US champion in the platform's own MLflow."""
+    uri = f"http://127.0.0.1:{platform.env['BCDIAG_MLFLOW_PORT']}"
+    previous = mlflow.get_tracking_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    try:
+        register(small_bundle)
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+@pytest.mark.slow
+def test_clinician_signs_in_lands_in_app_and_analyses_a_dicom(
+    platform: Platform, us_champion: None, browser_page: Page, data_dir: Path
+) -> None:
+    page = browser_page
+    sign_in(page, platform, CLINICIAN)
+    page.get_by_text("Signed in as").wait_for(timeout=120_000)
+    assert "/services/bcdiag-app/" in page.url
+    assert f"Signed in as {CLINICIAN}" in page.inner_text("body")
+    _upload(page, [data_dir / "dicom" / "US1_J2KR.dcm"])
+    page.get_by_text("Probability of malignancy").wait_for(timeout=120_000)
+    page.screenshot(path=str(ARTIFACTS / "hub_clinician_app.png"), full_page=True)
+    assert "Traceback" not in page.inner_text("body")
+
+
+@pytest.mark.slow
+def test_researcher_signs_in_and_lands_in_jupyterlab(
+    platform: Platform, browser_page: Page
+) -> None:
+    page = browser_page
+    sign_in(page, platform, RESEARCHER)
+    page.wait_for_selector(".jp-LabShell", timeout=180_000)
+    assert f"/user/{RESEARCHER}/lab" in page.url
+    page.screenshot(path=str(ARTIFACTS / "hub_researcher_lab.png"))
+
+
+@pytest.mark.slow
+def test_app_websockets_need_a_hub_login(
+    platform: Platform, sessions: dict[str, requests.Session]
+) -> None:
+    """A kernel's channels open only for a signed-in clinician, not for whoever knows its id."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    page = sessions["clinician"].get(f"{platform.url}/services/bcdiag-app/", timeout=120)
+    kernel = re.search(r'kernelId[\\"]*:\s*[\\"]*([0-9a-f-]{36})', page.text)
+    assert kernel, "the app page names its kernel"
+    url = platform.url.replace("http", "ws") + (
+        f"/services/bcdiag-app/api/kernels/{kernel.group(1)}/channels"
+    )
+    statuses = {}
+    for role in ("anonymous", "researcher", "clinician"):
+        cookies = "; ".join(f"{c.name}={c.value}" for c in sessions[role].cookies)
+        try:
+            with connect(url, additional_headers={"Cookie": cookies}, open_timeout=60):
+                statuses[role] = 101
+        except InvalidStatus as refused:
+            statuses[role] = refused.response.status_code
+    assert statuses == {"anonymous": 403, "researcher": 403, "clinician": 101}
