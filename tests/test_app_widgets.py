@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,12 +16,30 @@ from test_inference import breastmnist_png, register
 
 from bcdiag.app import ClinicianApp
 from bcdiag.app.cards import OUTCOME_CHOICES
+from bcdiag.app.clinician import HISTORY_TAB
 from bcdiag.bundle import ModelBundle
 from bcdiag.inference import Predictor
 from bcdiag.services import free_port
 from bcdiag.storage import Storage
 from bcdiag.storage.analysis_store import OUTCOME_LABELS
 from bcdiag.storage.models import AuditEvent
+
+AppFactory = Callable[..., ClinicianApp]
+
+
+@pytest.fixture
+def open_app(storage: Storage, mlflow_tracking: str) -> Iterator[AppFactory]:
+    """Builds a user's app on the test storage; at teardown waits for every app's
+    warm-up thread, which must not outlive the test's MLflow tracking URI."""
+    apps: list[ClinicianApp] = []
+
+    def build(user: str, predictor: Predictor | None = None) -> ClinicianApp:
+        apps.append(ClinicianApp(storage, predictor or Predictor(), user))
+        return apps[-1]
+
+    yield build
+    for app in apps:
+        app.warming.join()
 
 
 def _choose(app: ClinicianApp, *files: tuple[str, bytes]) -> None:
@@ -55,12 +74,11 @@ def _find(widget: widgets.Widget, kind: type[widgets.Widget], description: str) 
     return None  # type: ignore[return-value]
 
 
-@pytest.mark.usefixtures("mlflow_tracking")
 def test_upload_gives_a_card_a_reason_a_report_and_an_outcome(
-    storage: Storage, small_bundle: ModelBundle, data_dir: Path
+    open_app: AppFactory, storage: Storage, small_bundle: ModelBundle, data_dir: Path
 ) -> None:
     register(small_bundle)
-    app = ClinicianApp(storage, Predictor(), "alice")
+    app = open_app("alice")
     hostile = "<img src=x onerror=alert(1)>.png"
     ct = (data_dir / "dicom" / "CT_small.dcm").read_bytes()
     assert app.analyse.disabled  # until the kernel holds the chosen files
@@ -100,18 +118,23 @@ def test_upload_gives_a_card_a_reason_a_report_and_an_outcome(
     assert {"upload.rejected", "report.downloaded", "feedback.recorded"} <= set(actions)
 
 
-@pytest.mark.usefixtures("mlflow_tracking")
 def test_history_is_private_and_reopens_the_same_card(
-    storage: Storage, small_bundle: ModelBundle, data_dir: Path
+    open_app: AppFactory, storage: Storage, small_bundle: ModelBundle, data_dir: Path
 ) -> None:
     register(small_bundle)
-    alice = ClinicianApp(storage, Predictor(), "alice")
+    alice = open_app("alice")
     _upload(alice, ("first.png", breastmnist_png(data_dir, 1)))
+    alice.tabs.selected_index = HISTORY_TAB
+    assert "first.png" in _texts(alice.history)
+    alice.tabs.selected_index = 0
     _upload(alice, ("second.png", breastmnist_png(data_dir, 2)))
+    assert "second.png" not in _texts(alice.history)  # built when the tab opens, not before
+    alice.tabs.selected_index = HISTORY_TAB
     history = _texts(alice.history)
     assert history.index("second.png") < history.index("first.png")  # newest first
 
-    bob = ClinicianApp(storage, Predictor(), "bob")
+    bob = open_app("bob")
+    bob.tabs.selected_index = HISTORY_TAB
     assert "first.png" not in _texts(bob.history) and "No analyses yet" in _texts(bob.history)
 
     first_id = storage.list_analyses("alice")[-1].id
@@ -131,18 +154,17 @@ def test_outcome_choices_are_the_stored_outcomes() -> None:
     assert {value for _, value in OUTCOME_CHOICES} == set(OUTCOME_LABELS)
 
 
-def test_an_empty_upload_asks_for_files(storage: Storage) -> None:
-    app = ClinicianApp(storage, Predictor(), "alice")
+def test_an_empty_upload_asks_for_files(open_app: AppFactory) -> None:
+    app = open_app("alice")
     app.analyse.click()
     assert "Choose one or more scans" in app.status.value
 
 
-@pytest.mark.usefixtures("mlflow_tracking")
 def test_an_unreachable_registry_is_a_message_in_the_card_area(
-    storage: Storage, data_dir: Path
+    open_app: AppFactory, data_dir: Path
 ) -> None:
     mlflow.set_tracking_uri(f"http://127.0.0.1:{free_port()}")  # the MLflow server is down
-    app = ClinicianApp(storage, Predictor(registry_timeout_s=1), "alice")
+    app = open_app("alice", Predictor(registry_timeout_s=1))
     app.warming.join(timeout=5)  # the warm-up met the same registry and gave up quietly
     assert not app.warming.is_alive()
     _upload(app, ("lesion <1>.png", breastmnist_png(data_dir, 4)))

@@ -29,12 +29,14 @@ log = logging.getLogger(__name__)
 
 ACCEPT = ".dcm,.dicom,.png,.jpg,.jpeg,application/dicom,image/png,image/jpeg"
 MAX_UPLOAD_FILES = 20
+HISTORY_TAB = 1
 
 
 class ClinicianApp:
     """Widgets and behaviour of the app for one signed-in user.
 
-    Building it starts `warm_up` in a background thread (``self.warming``): the page
+    The history is listed when its tab is opened (or refreshed there).
+    Building the app starts `warm_up` in a background thread (``self.warming``): the page
     shows at once while the champions load, and an early upload waits for the load
     instead of repeating it. Analyse stays disabled until the kernel holds the chosen
     files: the browser reads and sends a large file for a while after it is chosen.
@@ -60,7 +62,7 @@ class ClinicianApp:
         self.analyse.on_click(lambda _: self.analyse_uploads())
         refresh = widgets.Button(description="Refresh history", icon="refresh")
         refresh.on_click(lambda _: self.show_history())
-        tabs = widgets.Tab(
+        self.tabs = tabs = widgets.Tab(
             children=[
                 widgets.VBox(
                     [
@@ -74,13 +76,15 @@ class ClinicianApp:
             ]
         )
         tabs.set_title(0, "Analyse")
-        tabs.set_title(1, "My analyses")
+        tabs.set_title(HISTORY_TAB, "My analyses")
         header = widgets.HTML(
             f"<h2>bcdiag</h2><p>Signed in as <b>{html.escape(user)}</b>. "
             "Decision support only — not a diagnosis.</p>"
         )
+        # The history is built when its tab opens, not on every analysis: each entry
+        # is a few widgets the browser has to render, and a history only grows.
+        tabs.observe(self._tab_opened, names="selected_index")
         self.widget = widgets.VBox([header, tabs])
-        self.show_history()
 
     def _warm_up(self) -> None:
         try:
@@ -89,6 +93,10 @@ class ClinicianApp:
             log.warning("warm-up failed (%s); the first upload loads the models", error)
             return
         log.info("warm-up loaded %s", ", ".join(f"{m.name} v{m.version}" for m in ready))
+
+    def _tab_opened(self, change: dict[str, Any]) -> None:
+        if change["new"] == HISTORY_TAB:
+            self.show_history()
 
     def _received(self, change: dict[str, Any]) -> None:
         files = change["new"]
@@ -118,7 +126,6 @@ class ClinicianApp:
             self.results.children = tuple(cards)  # each card appears as soon as it is ready
         self.upload.value = ()
         self.notify(f"Finished {len(files)} file(s).")
-        self.show_history()
 
     def _analyse_one(self, data: bytes, name: str) -> widgets.Widget:
         try:
