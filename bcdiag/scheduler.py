@@ -154,5 +154,9 @@ def scheduler_service(settings: Settings) -> Service:
 
     url = f"http://127.0.0.1:{settings.scheduler_port}"
     argv = [sys.executable, "-m", "bcdiag", "retrain", "--schedule"]
-    env = {"MLFLOW_TRACKING_URI": settings.resolved_tracking_uri, "BCDIAG_HOME": str(settings.home)}
+    env = {
+        "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri,
+        "BCDIAG_HOME": str(settings.home),
+        "BCDIAG_SCHEDULER_PORT": str(settings.scheduler_port),
+    }
     return Service("retraining scheduler", argv, f"{url}/health", f"{url}/health", env)

@@ -24,7 +24,7 @@ from bcdiag.cli.models import retrain
 from bcdiag.errors import ConfigurationError
 from bcdiag.retrain import cycle_lock, run_cycle
 from bcdiag.scheduler import FAILED, RAN, REFUSED, Scheduler, scheduler_service
-from bcdiag.services import free_port, platform_services
+from bcdiag.services import free_port, platform_services, start, stop
 from bcdiag.settings import Settings, get_settings
 from bcdiag.storage import upgrade
 
@@ -82,26 +82,19 @@ def test_scheduler_fires_cycles_and_refuses_one_while_another_runs(
 
 
 @pytest.fixture
-def scheduler_process(home: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """`bcdiag retrain --schedule` firing every second on a data folder without data."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "BCDIAG_RETRAIN_CRON": EVERY_SECOND,
-        "BCDIAG_SCHEDULER_PORT": str(port),
-        "BCDIAG_DATA_DIR": str(tmp_path),
-        "BCDIAG_RETRAIN_MODALITIES": '["US", "MG"]',
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bcdiag", "retrain", "--schedule"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+def scheduler_process(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """The scheduler started as `make run` starts it, firing every second, without data."""
+    monkeypatch.setenv("BCDIAG_RETRAIN_CRON", EVERY_SECOND)
+    monkeypatch.setenv("BCDIAG_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("BCDIAG_RETRAIN_MODALITIES", '["US", "MG"]')
+    service = scheduler_service(Settings(scheduler_port=free_port()))
+    process = start(service, timeout_s=60)  # returns once /health answers
     try:
-        yield process, f"http://127.0.0.1:{port}/health"
+        yield process, service.health_url
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        stop([process])
 
 
 def _status(url: str) -> dict[str, Any]:
@@ -113,7 +106,7 @@ def _status(url: str) -> dict[str, Any]:
 
 
 def test_scheduler_process_reports_firings_and_refuses_a_concurrent_now(
-    scheduler_process: tuple[subprocess.Popen[str], str], home: Path
+    scheduler_process: tuple[subprocess.Popen[bytes], str], home: Path
 ) -> None:
     process, url = scheduler_process
     _wait_for(lambda: any(f["result"] == RAN for f in _status(url).get("firings", [])), 60)
