@@ -30,8 +30,10 @@ from bcdiag.bundle import ModelBundle
 from bcdiag.services import free_port
 
 CLINICIAN, RESEARCHER, ADMIN = "dr-alice", "rob", "admin"
+SECOND_CLINICIAN = "dr-bea"
 PASSWORDS = {
     CLINICIAN: "horse battery staple 1",
+    SECOND_CLINICIAN: "horse battery staple 3",
     RESEARCHER: "horse battery staple 2",
     ADMIN: "horse battery staple 0",
 }
@@ -93,7 +95,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         "BCDIAG_SCHEDULER_PORT": str(free_port()),
         "BCDIAG_ADMIN_USER": ADMIN,
         "BCDIAG_ADMIN_PASSWORD": PASSWORDS[ADMIN],
-        "BCDIAG_APP_POOL_SIZE": "0",  # kernels start per page; keeps the 2-core CI machine free
+        "BCDIAG_APP_POOL_SIZE": "1",  # as `make run`: pages take preheated kernels
         "CONFIGPROXY_AUTH_TOKEN": proxy_token,  # lets the route-list test read the proxy table
         "PYTHONUNBUFFERED": "1",
     }
@@ -108,6 +110,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         _wait_for(log, process, "bcdiag is running", START_TIMEOUT_S)
         assert "via the hub API" in add_user(env, CLINICIAN, "clinicians")
         add_user(env, RESEARCHER, "researchers")
+        add_user(env, SECOND_CLINICIAN, "clinicians")
         yield Platform(f"http://127.0.0.1:{port}", env, log, proxy_token)
     finally:
         process.send_signal(signal.SIGINT)
@@ -432,3 +435,14 @@ def test_app_websockets_need_a_hub_login(
         except InvalidStatus as refused:
             statuses[role] = refused.response.status_code
     assert statuses == {"anonymous": 403, "researcher": 403, "clinician": 101}
+
+
+@pytest.mark.slow
+def test_each_page_names_its_own_clinician_with_preheated_kernels(platform: Platform) -> None:
+    """One Voilà serves every clinician from a pool of preheated kernels; each page's kernel
+    learns its user from its own request (alternating users, so a leak would show)."""
+    for name in (CLINICIAN, SECOND_CLINICIAN, CLINICIAN, SECOND_CLINICIAN):
+        session = login(platform, name).session  # type: ignore[attr-defined]
+        page = session.get(f"{platform.url}/services/bcdiag-app/", timeout=180).text
+        shown = re.findall(r"Signed in as \\u003cb\\u003e([^\\]+)\\u003c/b", page)
+        assert shown == [name], f"{name}'s page shows {shown}"
