@@ -1,0 +1,156 @@
+"""Accounts, roles and hub settings without a running hub (fast; the live hub is in
+test_hub_access.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from traitlets.config import Config, PyFileConfigLoader
+
+from bcdiag import hub
+from bcdiag.app import current_user
+from bcdiag.errors import BcdiagError
+from bcdiag.hub_kernels import CappedKernelManager
+from bcdiag.services import free_port
+from bcdiag.settings import Settings, get_settings
+from bcdiag.users import AccountError, add_user, check_name, check_password, ensure_first_admin
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings whose hub port nobody listens on: accounts go to the hub's database."""
+    return Settings(home=tmp_path / "home", port=free_port())
+
+
+def hub_db(settings: Settings) -> dict[str, tuple[bool, list[str]]]:
+    """{name: (admin, groups)} as JupyterHub's ORM reads them."""
+    from jupyterhub import orm
+
+    db = orm.new_session_factory(hub.hub_db_url(settings))()
+    try:
+        return {u.name: (u.admin, [g.name for g in u.groups]) for u in db.query(orm.User)}
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize(
+    ("password", "problem"),
+    [("eleven char", "at least 12"), ("123qweasdzxc", "common passwords")],
+)
+def test_passwords_need_12_characters_and_not_common(password: str, problem: str) -> None:
+    with pytest.raises(AccountError, match=problem):
+        check_password(password)
+    check_password("correct horse battery")
+
+
+@pytest.mark.parametrize("name", ["Alice", "dr alice", "a/b", "", "-x"])
+def test_user_names_are_checked(name: str) -> None:
+    with pytest.raises(AccountError, match="not accepted"):
+        check_name(name)
+
+
+def test_add_user_without_hub_writes_account_and_group(settings: Settings) -> None:
+    created = add_user(settings, "dr-alice", "clinicians", "correct horse battery")
+    assert created.via == "hub database"
+    add_user(settings, "boss", "admins", "correct horse battery")
+    assert hub_db(settings) == {"dr-alice": (False, ["clinicians"]), "boss": (True, ["admins"])}
+    with pytest.raises(AccountError, match="exists already"):
+        add_user(settings, "dr-alice", "researchers", "correct horse battery")
+    with pytest.raises(AccountError, match="choose one of clinicians, researchers, admins"):
+        add_user(settings, "eve", "superusers", "correct horse battery")
+
+
+def test_password_is_stored_as_nativeauthenticator_checks_it(settings: Settings) -> None:
+    from jupyterhub import orm
+    from nativeauthenticator.orm import UserInfo
+
+    add_user(settings, "dr-alice", "clinicians", "correct horse battery")
+    db = orm.new_session_factory(hub.hub_db_url(settings))()
+    try:
+        info = UserInfo.find(db, "dr-alice")
+        assert info.is_authorized
+        assert info.is_valid_password("correct horse battery")
+        assert not info.is_valid_password("correct horse batterY")
+    finally:
+        db.close()
+
+
+def test_first_admin_is_created_once_with_a_generated_password(settings: Settings) -> None:
+    first = ensure_first_admin(settings)
+    assert first is not None and first.name == "admin"
+    assert first.password is not None and len(first.password) >= hub.MIN_PASSWORD_LENGTH
+    assert ensure_first_admin(settings) is None
+    given = Settings(home=settings.home.parent / "other", port=free_port(), admin_password="x" * 14)
+    created = ensure_first_admin(given)
+    assert created is not None and created.password is None  # given, so not shown
+
+
+def test_clinicians_hold_only_the_app_and_no_server_scopes() -> None:
+    roles = {role["name"]: role for role in hub.roles()}
+    assert roles["clinician"]["scopes"] == ["access:services!service=bcdiag-app"]
+    assert roles["clinician"]["groups"] == ["clinicians"]
+    assert not any("server" in scope or scope == "self" for scope in roles["user"]["scopes"])
+    assert "self" in roles["researcher"]["scopes"]
+    assert roles["admin"]["groups"] == ["admins"]
+
+
+def test_hub_config_translates_settings(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The config file, loaded as JupyterHub loads it, carries the hardening bcdiag states."""
+    monkeypatch.setenv("BCDIAG_HOME", str(settings.home))
+    monkeypatch.setenv("BCDIAG_PORT", "8123")
+    monkeypatch.setenv("BCDIAG_LOCKOUT_SECONDS", "600")
+    get_settings.cache_clear()
+    try:
+        loader = PyFileConfigLoader(hub.HUB_CONFIG.name, str(hub.HUB_CONFIG.parent))
+        config: Config = loader.load_config()
+    finally:
+        get_settings.cache_clear()
+    native = config.NativeAuthenticator
+    assert native.enable_signup is False and native.open_signup is False
+    assert native.minimum_password_length == 12 and native.check_common_password is True
+    assert native.allowed_failed_logins == 5 and native.seconds_before_next_try == 600
+    assert config.JupyterHub.bind_url == "http://127.0.0.1:8123"
+    assert config.JupyterHub.cookie_max_age_days == pytest.approx(8 / 24)
+    assert str(settings.home) in config.JupyterHub.db_url
+    names = [service["name"] for service in config.JupyterHub.services]
+    assert names == ["bcdiag-app", "mlflow", "bcdiag-admin"]
+    assert Path(config.ConfigurableHTTPProxy.command[0]).name == "configurable-http-proxy"
+
+
+def test_current_user_comes_from_the_hub_header(monkeypatch: pytest.MonkeyPatch) -> None:
+    header = json.dumps({"kind": "user", "name": "dr-alice", "admin": False, "groups": []})
+    monkeypatch.setenv("HTTP_X_CDSDASHBOARDS_JH_USER", header)
+    monkeypatch.setenv("JUPYTERHUB_USER", "someone-else")
+    assert current_user() == "dr-alice"
+    monkeypatch.setenv("HTTP_X_CDSDASHBOARDS_JH_USER", "{not json")
+    with pytest.raises(BcdiagError, match="malformed"):
+        current_user()
+
+
+def test_current_user_behind_the_hub_needs_the_header(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HTTP_X_CDSDASHBOARDS_JH_USER", raising=False)
+    monkeypatch.setenv("JUPYTERHUB_USER", "dr-local")
+    get_settings.cache_clear()
+    assert current_user() == "dr-local"  # `voila` by hand, or tests
+    monkeypatch.setenv("BCDIAG_APP_BEHIND_HUB", "true")
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(BcdiagError, match="open it through the hub"):
+            current_user()
+    finally:
+        get_settings.cache_clear()
+
+
+def test_kernel_cap_refuses_one_more_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tornado.web import HTTPError
+
+    manager = CappedKernelManager(max_kernels=2)
+    monkeypatch.setattr(manager, "list_kernel_ids", lambda: ["k1", "k2"])
+    with pytest.raises(HTTPError) as refused:
+        asyncio.run(manager.start_kernel())
+    assert refused.value.status_code == 503
