@@ -119,7 +119,8 @@ def test_feedback_challenger_gate_rejection_and_rollback(
         log_bundle(weak)
     forced = _bcdiag("promote", "--force", "bcdiag-us", "1", "--json")
     assert forced.returncode == 0, forced.stderr[-2000:]
-    predictor = Predictor()
+    seconds = [0.0]  # the app's clock: it rechecks the champion alias every 30 s
+    predictor = Predictor(champion_check_s=30.0, clock=lambda: seconds[0])
     versions = [_analyse(storage, predictor, data_dir, i) for i in (1, 4, 5)]
     for analysis in storage.list_analyses("dr-a"):
         outcome = "biopsy-malignant" if analysis.filename == "4.png" else "biopsy-benign"
@@ -145,6 +146,7 @@ def test_feedback_challenger_gate_rejection_and_rollback(
     )  # fmt: skip
     artifacts = {a.path for a in MlflowClient().list_artifacts(result["run_id"])}
     assert {"gate.json", "notebooks"} <= artifacts
+    seconds[0] += 31
     versions.append(_analyse(storage, predictor, data_dir, 6))  # the new champion, no restart
 
     # A challenger trained on shuffled labels is rejected; the champion stays.
@@ -162,6 +164,7 @@ def test_feedback_challenger_gate_rejection_and_rollback(
     assert rolled.returncode == 0, rolled.stderr[-2000:]
     assert json.loads(rolled.stdout) == {"model": "bcdiag-us", "champion": "1", "withdrawn": "2"}
     assert _aliases() == {CHAMPION: "1"}
+    seconds[0] += 31
     versions.append(_analyse(storage, predictor, data_dir, 7))
     assert versions == ["1", "1", "1", "2", "1"]
     stored = [a.model_version for a in reversed(storage.list_analyses("dr-a"))]
