@@ -15,9 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from bcdiag.errors import BcdiagError
 from bcdiag.gate import GateDecision
@@ -106,7 +108,9 @@ def train_challenger(
     import mlflow
 
     from bcdiag.datasets.catalog import load_dataset
-    from bcdiag.pipeline import TrainingResult, _log_evaluation, evaluate_bundle  # one logger
+
+    # bcdiag train's own evaluation logging (metrics, plots, table), reused as is
+    from bcdiag.pipeline import TrainingResult, _log_evaluation, evaluate_bundle
     from bcdiag.registry import log_bundle
     from bcdiag.retrain_data import (
         FeedbackCounts,
@@ -122,7 +126,7 @@ def train_challenger(
     settings = get_settings()
     dataset = base_dataset(modality)
     base = load_dataset(dataset, data_dir, config.image_size, config.seed)
-    confirmed, counts = base.subset(base.y < 0), FeedbackCounts()
+    confirmed, counts = base.subset(np.zeros(len(base), dtype=bool)), FeedbackCounts()  # none
     if use_confirmed:
         with Storage.from_settings(settings) as storage:
             confirmed, counts = confirmed_set(storage, modality, config.image_size)
@@ -132,7 +136,7 @@ def train_challenger(
         mlflow.log_params({"dataset": dataset, "modality": modality, **config.as_params()})
         mlflow.log_params({f"n_{s}": int((images.split == s).sum()) for s in ("train", "valid")})
         mlflow.log_params({"n_test_locked": int((images.split == "test").sum())})
-        mlflow.log_params({f"confirmed_{k}": v for k, v in counts.__dict__.items()})
+        mlflow.log_params({f"confirmed_{k}": v for k, v in asdict(counts).items()})
         callback = MLflowCallback()
         bundle = train_bundle(images, config, cbs=[callback])
         evaluations = evaluate_bundle(bundle, images)

@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from pathlib import Path
 
@@ -139,9 +139,7 @@ def retraining_set(
     held_out = locked.subset(locked.split != "train")
     near = _near_duplicates(held_out, confirmed)
     added = confirmed.subset(~near)
-    counts = FeedbackCounts(
-        **{**counts.__dict__, "near_locked": int(near.sum()), "used": len(added)}
-    )
+    counts = replace(counts, near_locked=int(near.sum()), used=len(added))
     merged = ImageSet(
         locked.name, locked.modality,
         np.concatenate([locked.x, added.x]), np.concatenate([locked.y, added.y]),
