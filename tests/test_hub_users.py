@@ -1,5 +1,5 @@
-"""Accounts, roles and hub settings without a running hub (fast; the live hub is in
-test_hub_access.py)."""
+"""Accounts, roles, hub settings and the audit command without a running hub (fast; the
+live hub is in test_hub_access.py)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,18 @@ import json
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from traitlets.config import Config, PyFileConfigLoader
 
 from bcdiag import hub
 from bcdiag.app import current_user
+from bcdiag.cli import main
 from bcdiag.errors import BcdiagError
+from bcdiag.hub_audit import audit_events
 from bcdiag.hub_kernels import CappedKernelManager
 from bcdiag.services import free_port
 from bcdiag.settings import Settings, get_settings
+from bcdiag.storage import Storage, upgrade
 from bcdiag.users import AccountError, add_user, check_name, check_password, ensure_first_admin
 
 
@@ -154,3 +158,29 @@ def test_kernel_cap_refuses_one_more_kernel(monkeypatch: pytest.MonkeyPatch) -> 
     with pytest.raises(HTTPError) as refused:
         asyncio.run(manager.start_kernel())
     assert refused.value.status_code == 503
+
+
+def test_audit_events_newest_first_and_filtered(storage: Storage) -> None:
+    for user, action in (("dr-alice", "scan.stored"), ("dr-bea", "analysis.viewed")):
+        storage.record_audit(user=user, action=action, target="scan:1")
+    storage.record_audit(user="dr-alice", action="analysis.viewed", target="analysis:7")
+    events = audit_events(storage)
+    assert (events[0].user, events[0].action) == ("dr-alice", "analysis.viewed")
+    assert len(events) == 3
+    assert [e.target for e in audit_events(storage, user="dr-alice", action="analysis.*")] == [
+        "analysis:7"
+    ]
+    assert audit_events(storage, action="analysis") == []  # exact unless it ends in *
+    assert len(audit_events(storage, limit=2)) == 2
+
+
+def test_audit_command_prints_json_lines(bcdiag_home: Path) -> None:
+    settings = get_settings()
+    bcdiag_home.mkdir(parents=True)
+    upgrade(settings.resolved_database_url)
+    with Storage.from_settings(settings) as opened:
+        opened.record_audit(user="dr-alice", action="report.downloaded", target="analysis:3")
+    result = CliRunner().invoke(main, ["audit", "--json", "--user", "dr-alice"])
+    assert result.exit_code == 0, result.output
+    event = json.loads(result.output.splitlines()[0])
+    assert event["action"] == "report.downloaded" and event["target"] == "analysis:3"

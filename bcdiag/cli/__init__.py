@@ -13,8 +13,8 @@ from bcdiag.cli.models import evaluate, promote, retrain, rollback
 from bcdiag.cli.predict import predict
 from bcdiag.cli.run import run
 from bcdiag.cli.train import train
-from bcdiag.cli.users import users
-from bcdiag.cli.users import users
+from bcdiag.cli.users import audit, users
+from bcdiag.cli.users import audit, users
 from bcdiag.cli.validate import validate
 from bcdiag.errors import BcdiagError
 
@@ -40,4 +40,6 @@ for command in (validate, db, export, data, train, evaluate, promote, predict, b
 main.add_command(retrain)
 main.add_command(rollback)
 main.add_command(users)
+main.add_command(audit)
 main.add_command(users)
+main.add_command(audit)
