@@ -4,6 +4,9 @@ The map is computed the way the bundle scores: on the normalised input, for ever
 ensemble member and (when the bundle uses flip test-time augmentation) for the
 mirrored view too, mirrored back; the maps are averaged. Each map is scaled to
 [0, 1] by pytorch-grad-cam, so the average is in [0, 1] as well.
+
+pytorch-grad-cam is imported with this module (~2 s on 2 cores), not on first use:
+the clinician app imports it while its kernel is preheated, before anyone uploads.
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ import io
 
 import numpy as np
 import torch
+from matplotlib import colormaps
 from numpy.typing import NDArray
 from PIL import Image
+from pytorch_grad_cam import GradCAM
 from torch import nn
 
 from bcdiag.architectures import BcNet
@@ -59,8 +64,6 @@ def grad_cam(
     Returns:
         A (size, size) float32 map in [0, 1]; high where evidence for malignancy lies.
     """
-    from pytorch_grad_cam import GradCAM
-
     image = torch.from_numpy(np.ascontiguousarray(prepared, dtype=np.float32))[None, None]
     batch = (image - bundle.mean) / bundle.std
     targets = [malignancy_score]  # explain the score itself, not one logit
@@ -82,8 +85,6 @@ def overlay_png(
 
     Both are upscaled (bilinear) by a whole factor to at least `MIN_OVERLAY_PX` pixels.
     """
-    from matplotlib import colormaps
-
     side = prepared.shape[0]
     scaled = side * max(1, -(-MIN_OVERLAY_PX // side))
     grey = _upscale(prepared, scaled)
