@@ -14,7 +14,6 @@ from bcdiag.cli.predict import predict
 from bcdiag.cli.run import run
 from bcdiag.cli.train import train
 from bcdiag.cli.users import audit, users
-from bcdiag.cli.users import audit, users
 from bcdiag.cli.validate import validate
 from bcdiag.errors import BcdiagError
 
@@ -39,7 +38,5 @@ for command in (validate, db, export, data, train, evaluate, promote, predict, b
     main.add_command(command)
 main.add_command(retrain)
 main.add_command(rollback)
-main.add_command(users)
-main.add_command(audit)
 main.add_command(users)
 main.add_command(audit)
