@@ -126,10 +126,18 @@ def _proxy_command(port: int, destport: int, ready_path: str, command: list[str]
     ]  # fmt: skip
 
 
-def _bcdiag_env(extra: dict[str, str]) -> dict[str, str]:
-    """The ``BCDIAG_*`` settings of this process plus `extra` (services start with a
-    clean environment)."""
-    return {**{k: v for k, v in os.environ.items() if k.startswith("BCDIAG_")}, **extra}
+SECRET_SETTINGS = {"BCDIAG_ADMIN_PASSWORD"}
+
+
+def bcdiag_env(extra: dict[str, str]) -> dict[str, str]:
+    """The ``BCDIAG_*`` settings of this process, secrets left out, plus `extra` (the hub
+    starts services and servers with a clean environment)."""
+    passed = {
+        key: value
+        for key, value in os.environ.items()
+        if key.startswith("BCDIAG_") and key not in SECRET_SETTINGS
+    }
+    return {**passed, **extra}
 
 
 def services(settings: Settings) -> list[dict[str, Any]]:
@@ -145,7 +153,7 @@ def services(settings: Settings) -> list[dict[str, Any]]:
             "command": _proxy_command(
                 settings.app_proxy_port, settings.app_port, APP_HEALTH_PATH, _escaped(app.argv)
             ),
-            "environment": _bcdiag_env(app.env),
+            "environment": bcdiag_env(app.env),
             "oauth_no_confirm": True,
         },
         {
@@ -153,7 +161,7 @@ def services(settings: Settings) -> list[dict[str, Any]]:
             "display": True,
             "url": f"http://127.0.0.1:{settings.mlflow_proxy_port}",
             "command": _proxy_command(settings.mlflow_proxy_port, 0, "/health", ui_argv),
-            "environment": _bcdiag_env(ui.env),
+            "environment": bcdiag_env(ui.env),
             "oauth_no_confirm": True,
         },
         {"name": ADMIN_SERVICE, "api_token": admin_api_token(settings)},

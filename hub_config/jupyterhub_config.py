@@ -59,10 +59,9 @@ c.SimpleLocalProcessSpawner.home_dir_template = str(state / "users" / "{username
 c.Spawner.cmd = [str(Path(sys.executable).with_name("jupyterhub-singleuser"))]
 c.Spawner.notebook_dir = str(settings.notebooks_dir)
 c.Spawner.default_url = "/lab"
-c.Spawner.environment = {
-    "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri,
-    "BCDIAG_HOME": str(settings.home.resolve()),
-}
+c.Spawner.environment = hub.bcdiag_env(
+    {"MLFLOW_TRACKING_URI": settings.resolved_tracking_uri, "BCDIAG_HOME": str(settings.home)}
+)
 c.Spawner.args = [
     f"--ServerApp.shutdown_no_activity_timeout={minutes_idle}",
     f"--MappingKernelManager.cull_idle_timeout={minutes_idle}",

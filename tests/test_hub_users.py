@@ -108,6 +108,7 @@ def test_hub_config_translates_settings(
     monkeypatch.setenv("BCDIAG_HOME", str(settings.home))
     monkeypatch.setenv("BCDIAG_PORT", "8123")
     monkeypatch.setenv("BCDIAG_LOCKOUT_SECONDS", "600")
+    monkeypatch.setenv("BCDIAG_ADMIN_PASSWORD", "not for researchers")
     get_settings.cache_clear()
     try:
         loader = PyFileConfigLoader(hub.HUB_CONFIG.name, str(hub.HUB_CONFIG.parent))
@@ -121,9 +122,12 @@ def test_hub_config_translates_settings(
     assert config.JupyterHub.bind_url == "http://127.0.0.1:8123"
     assert config.JupyterHub.cookie_max_age_days == pytest.approx(8 / 24)
     assert str(settings.home) in config.JupyterHub.db_url
-    names = [service["name"] for service in config.JupyterHub.services]
+    services = config.JupyterHub.services
+    names = [service["name"] for service in services]
     assert names == ["bcdiag-app", "mlflow", "bcdiag-admin"]
     assert Path(config.ConfigurableHTTPProxy.command[0]).name == "configurable-http-proxy"
+    passed = [config.Spawner.environment, *(s.get("environment", {}) for s in services)]
+    assert all("BCDIAG_ADMIN_PASSWORD" not in env for env in passed)  # secret stays in the hub
 
 
 def test_current_user_comes_from_the_hub_header(monkeypatch: pytest.MonkeyPatch) -> None:
