@@ -76,12 +76,13 @@ def _log_plots(
         mlflow.log_figure(training_curves_figure(history), "plots/training_curves.png")
 
 
-def _log_evaluation(
+def log_evaluation(
     bundle: ModelBundle,
     images: ImageSet,
     evaluations: list[Evaluation],
     history: list[dict[str, float]],
 ) -> None:
+    """Log the evaluations' metrics, temperature, threshold, plots and table to the active run."""
     for evaluation in evaluations:
         mlflow.log_metrics(evaluation.as_dict())
     mlflow.log_metrics(
@@ -135,7 +136,7 @@ def run_training(
         else:
             bundle = train_bundle(images, config, cbs=[callback])
         evaluations = evaluate_bundle(bundle, images)
-        _log_evaluation(bundle, images, evaluations, callback.history)
+        log_evaluation(bundle, images, evaluations, callback.history)
         registered = log_bundle(bundle, registered_name=None) if register else None
         seconds = time.perf_counter() - start
         mlflow.log_metric("train_seconds", seconds)
@@ -174,5 +175,5 @@ def run_evaluation(
         mlflow.log_params({"model_name": model_name, "model_version": version, "dataset": dataset})
         mlflow.set_tag("bcdiag.model_sha256", info.sha256)
         evaluations = evaluate_bundle(bundle, images)
-        _log_evaluation(bundle, images, evaluations, [])
+        log_evaluation(bundle, images, evaluations, [])
     return evaluations

@@ -108,9 +108,7 @@ def train_challenger(
     import mlflow
 
     from bcdiag.datasets.catalog import load_dataset
-
-    # bcdiag train's own evaluation logging (metrics, plots, table), reused as is
-    from bcdiag.pipeline import TrainingResult, _log_evaluation, evaluate_bundle
+    from bcdiag.pipeline import TrainingResult, evaluate_bundle, log_evaluation
     from bcdiag.registry import log_bundle
     from bcdiag.retrain_data import (
         FeedbackCounts,
@@ -140,7 +138,7 @@ def train_challenger(
         callback = MLflowCallback()
         bundle = train_bundle(images, config, cbs=[callback])
         evaluations = evaluate_bundle(bundle, images)
-        _log_evaluation(bundle, images, evaluations, callback.history)
+        log_evaluation(bundle, images, evaluations, callback.history)
         registered = log_bundle(bundle)
         seconds = time.perf_counter() - start
         mlflow.log_metric("train_seconds", seconds)
