@@ -109,35 +109,60 @@ def test_clinician_uploads_sees_result_rejection_and_downloads_report(
     assert "lesion <i>1<i> & co.png" in page.inner_text("body")
 
 
-@pytest.mark.slow
-@pytest.mark.usefixtures("mg_champion")
-def test_full_size_dicom_mammogram_gets_a_card_with_heatmap(page: Page) -> None:
-    """The largest real mammogram (13.8 MB) crosses Voilà's websocket and is analysed.
+def tiled_mammogram(source: Path, folder: Path) -> Path:
+    """`source` with its pixels stacked twice, uncompressed: a 53 MB DICOM mammogram
+    (9072 x 2920), the upper half of the 10-60 MB full-size files the app must take."""
+    import numpy as np
+    import pydicom
+    from pydicom.uid import ExplicitVRLittleEndian
 
-    Each phase has its own deadline so a stall names itself: the browser reading and
-    sending the file (ends when the kernel says it received it), then the analysis.
-    """
-    mammogram = largest_mammogram()
-    size_mb = mammogram.stat().st_size / 1e6
-    assert size_mb > 13
+    dataset = pydicom.dcmread(source)
+    pixels = np.tile(dataset.pixel_array, (2, 1))
+    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset.Rows, dataset.Columns = pixels.shape
+    dataset.PixelData = pixels.tobytes()
+    path = folder / "tiled_mammogram.dcm"
+    dataset.save_as(path)
+    return path
+
+
+def _timed_card(page: Page, path: Path) -> str:
+    """Upload `path`, check its card (probability, MG champion, training date, heatmap);
+    return the timings. Each phase has its own deadline so a stall names itself: the
+    browser reading and sending the file (until the kernel says it has it), then the
+    analysis."""
+    size_mb = path.stat().st_size / 1e6
     with page.expect_file_chooser() as chooser:
         page.locator("button.widget-upload").click()
     began = time.monotonic()
-    chooser.value.set_files(str(mammogram))
+    chooser.value.set_files(str(path))
     page.get_by_text(f"Received 1 file(s), {size_mb:.1f} MB").wait_for(timeout=60_000)
     received = time.monotonic()
     page.get_by_role("button", name="Analyse").click()
-    page.locator("h4", has_text=mammogram.name).wait_for(timeout=60_000)
+    page.locator("h4", has_text=path.name).wait_for(timeout=60_000)
     shown = time.monotonic()
-    card = page.locator(".widget-vbox", has=page.locator("h4", has_text=mammogram.name)).last
+    card = page.locator(".widget-vbox", has=page.locator("h4", has_text=path.name)).last
     text = card.inner_text()
     assert "Probability of malignancy" in text and "Modality: MG" in text
     assert "bcdiag-mg version 1" in text and "trained 20" in text
-    heatmap = card.locator("img").first
-    assert heatmap.evaluate("image => image.naturalWidth") >= 256
+    assert card.locator("img").first.evaluate("image => image.naturalWidth") >= 256
     assert "Traceback" not in page.inner_text("body")
-    page.screenshot(path=str(ARTIFACTS / "app_full_size_mammogram.png"), full_page=True)
-    (ARTIFACTS / "app_full_size_mammogram.txt").write_text(
-        f"{mammogram.name}: {size_mb:.1f} MB; chosen to received {received - began:.1f} s, "
-        f"Analyse to card {shown - received:.1f} s\n"
+    return (
+        f"{path.name}: {size_mb:.1f} MB; chosen to received {received - began:.1f} s, "
+        f"Analyse to card {shown - received:.1f} s"
     )
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("mg_champion")
+def test_full_size_dicom_mammograms_get_a_card_with_heatmap(page: Page, tmp_path: Path) -> None:
+    """The largest real mammogram (13.8 MB), then a 53 MB one, cross Voilà's websocket
+    and are analysed; the timings go to test-artifacts/app_full_size_mammogram.txt."""
+    real = largest_mammogram()
+    assert real.stat().st_size > 13_000_000
+    timings = [_timed_card(page, real)]
+    page.screenshot(path=str(ARTIFACTS / "app_full_size_mammogram.png"), full_page=True)
+    tiled = tiled_mammogram(real, tmp_path)
+    assert tiled.stat().st_size > 50_000_000
+    timings.append(_timed_card(page, tiled))
+    (ARTIFACTS / "app_full_size_mammogram.txt").write_text("\n".join(timings) + "\n")
