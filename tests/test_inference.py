@@ -114,22 +114,30 @@ def test_target_layer_names_the_supported_architectures() -> None:
         target_layer(nn.Linear(2, 2))
 
 
-def test_new_champion_is_used_without_a_new_predictor(
-    small_bundle: ModelBundle, us_scan: Scan, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    loads: list[str] = []
-    lookups: list[str] = []
-    real_load, real_lookup = inference.load_version, inference._registry_champion
+@pytest.fixture
+def loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every model version the Predictor downloads and loads, as ``name/version``."""
+    calls: list[str] = []
+    real_load = inference.load_version
 
     def counting_load(name: str, version: str | int) -> tuple[ModelBundle, object]:
-        loads.append(f"{name}/{version}")
+        calls.append(f"{name}/{version}")
         return real_load(name, version)
+
+    monkeypatch.setattr(inference, "load_version", counting_load)
+    return calls
+
+
+def test_new_champion_is_used_without_a_new_predictor(
+    small_bundle: ModelBundle, us_scan: Scan, loads: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lookups: list[str] = []
+    real_lookup = inference._registry_champion
 
     def counting_lookup(uri: str, name: str) -> str | None:
         lookups.append(name)
         return real_lookup(uri, name)
 
-    monkeypatch.setattr(inference, "load_version", counting_load)
     monkeypatch.setattr(inference, "_registry_champion", counting_lookup)
     register(small_bundle)
     now = [1000.0]
@@ -146,16 +154,8 @@ def test_new_champion_is_used_without_a_new_predictor(
 
 
 def test_warm_up_loads_the_champions_once(
-    small_bundle: ModelBundle, us_scan: Scan, monkeypatch: pytest.MonkeyPatch
+    small_bundle: ModelBundle, us_scan: Scan, loads: list[str]
 ) -> None:
-    loads: list[str] = []
-    real_load = inference.load_version
-
-    def counting_load(name: str, version: str | int) -> tuple[ModelBundle, object]:
-        loads.append(f"{name}/{version}")
-        return real_load(name, version)
-
-    monkeypatch.setattr(inference, "load_version", counting_load)
     logged = register(small_bundle)
     predictor = Predictor()
     (ready,) = predictor.warm_up()  # MG has no champion: left out
