@@ -10,10 +10,17 @@ jhsingle-native-proxy 0.8.3 with two websocket gaps closed; run as
 - Its HTTP requests need a hub login, its websocket handshakes did not: anyone who knew a
   kernel id could have opened that kernel's channels. Handshakes now need the same login
   (the hub cookie, which JupyterHub allows on websockets by default).
+
+On SIGTERM it passes the signal on to the proxied server and exits at once; here it
+then waits a few seconds for that server (Voilà stopping its kernels), so that stopping
+the hub stops the app too.
 """
 
 from __future__ import annotations
 
+import atexit
+import os
+import time
 from typing import Any
 from urllib.parse import urlparse
 
@@ -45,6 +52,20 @@ def harden() -> None:
     ProxyHandler.ws_get = authenticated_ws_get
 
 
+def wait_for_children(timeout_s: float = 4.0) -> None:
+    """Reap the proxied server if it exits within `timeout_s` (under the hub's 5 s
+    term timeout for services)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return  # none left
+        if pid == 0:
+            time.sleep(0.1)
+
+
 if __name__ == "__main__":
     harden()
+    atexit.register(wait_for_children)
     jhsingle.run()
