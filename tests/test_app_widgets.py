@@ -13,6 +13,7 @@ import mlflow
 import pytest
 from sqlalchemy import select
 from test_inference import breastmnist_png, register
+from test_report import pdf_text
 
 from bcdiag.app import ClinicianApp
 from bcdiag.app.cards import OUTCOME_CHOICES
@@ -105,7 +106,10 @@ def test_upload_gives_a_card_a_reason_a_report_and_an_outcome(
 
     _find(card, widgets.Button, "Prepare PDF report").click()
     link = re.search(r"base64,([A-Za-z0-9+/=]+)'", _texts(card))
-    assert link and base64.b64decode(link.group(1)).startswith(b"%PDF")
+    assert link
+    pdf = base64.b64decode(link.group(1))
+    assert pdf.startswith(b"%PDF")
+    assert f"Model trained\n{trained:%Y-%m-%d %H:%M} UTC" in pdf_text(pdf)
 
     _find(card, widgets.Dropdown, "Outcome:").value = "biopsy-malignant"
     _find(card, widgets.Button, "Record outcome").click()
