@@ -174,6 +174,6 @@ def test_an_unreachable_registry_is_a_message_in_the_card_area(
     _upload(app, ("lesion <1>.png", breastmnist_png(data_dir, 4)))
     (message,) = app.results.children
     text = _texts(message)
-    assert "bcdiag-rejected" in text and "lesion &lt;1&gt;.png: the model registry did not" in text
+    assert "<b>Not analysed:</b> lesion &lt;1&gt;.png: the model registry did not" in text
     assert "within 1 s" in text and "try again" in text and "Traceback" not in text
     assert "Finished 1 file(s)" in app.status.value and app.progress.value == 1

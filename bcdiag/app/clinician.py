@@ -135,7 +135,8 @@ class ClinicianApp:
             )  # fmt: skip
         except BcdiagError as error:
             return widgets.HTML(
-                f"<div class='bcdiag-rejected'>{html.escape(name)}: {html.escape(str(error))}</div>"
+                f"<div class='bcdiag-rejected'><b>Not analysed:</b> {html.escape(name)}: "
+                f"{html.escape(str(error))}</div>"
             )
         except Exception:  # the screen must never show a traceback; the log keeps it
             log.exception("analysis of %s failed", name)
