@@ -206,8 +206,10 @@ class Settings(BaseSettings):
         "to the OS account.",
     )
     app_max_kernels: int = Field(
-        default=20,
-        description="Most live app kernels (one per open clinician page); more are refused.",
+        default=10,
+        description="Most live app kernels (one per open clinician page); more are refused. "
+        "Each holds about 1.2-1.4 GiB once the models are loaded (benchmarks/hub_load.py: "
+        "10 sessions peaked at 18 GiB), so size this to the machine's memory.",
     )
 
     def required_data_dir(self, override: Path | None = None) -> Path:

@@ -1,0 +1,203 @@
+"""Load on the platform: N clinicians sign in through the hub at once and each upload a
+scan in the clinician app; sign-in → app and upload → result card, p50/p95, errors,
+and the app's memory per clinician session (Voilà and its kernels, RSS).
+
+Starts `bcdiag run` on free ports with a throwaway home (as `make run`, preheated
+kernels included), registers a small BreastMNIST model as the ultrasound champion,
+creates the clinicians with `bcdiag users add`, and drives one Chromium with one
+browser context (own cookies) per clinician through Playwright.
+
+    .venv/bin/python benchmarks/hub_load.py [--clinicians 5 10 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import psutil
+from PIL import Image
+from playwright.async_api import Browser, async_playwright
+
+from bcdiag.datasets.breastmnist import load
+from bcdiag.registry import log_bundle, promote
+from bcdiag.services import free_port
+from bcdiag.settings import get_settings
+from bcdiag.train import TrainConfig, train_bundle
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+PASSWORD = "load test password 1"
+TIMEOUT_MS = 600_000
+
+
+@dataclass(frozen=True)
+class Session:
+    """One clinician's timings (seconds) or the error that stopped it."""
+
+    sign_in_s: float = 0.0
+    upload_s: float = 0.0
+    error: str = ""
+
+
+def percentiles(values: list[float]) -> str:
+    if not values:
+        return "no successful sessions"
+    p95 = statistics.quantiles(values, n=20)[18] if len(values) > 1 else values[0]
+    return f"p50 {statistics.median(values):6.1f} s, p95 {p95:6.1f} s"
+
+
+def start_platform(home: Path, max_kernels: int) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    """`bcdiag run` on free ports; returns the process and its environment."""
+    names = ("PORT", "HUB_API_PORT", "PROXY_API_PORT", "APP_PORT", "APP_PROXY_PORT",
+             "MLFLOW_PORT", "MLFLOW_PROXY_PORT", "SCHEDULER_PORT")  # fmt: skip
+    env = {
+        **os.environ,
+        **{f"BCDIAG_{name}": str(free_port()) for name in names},
+        "BCDIAG_HOME": str(home),
+        "BCDIAG_ADMIN_PASSWORD": PASSWORD,
+        "BCDIAG_APP_MAX_KERNELS": str(max_kernels),
+        "PYTHONUNBUFFERED": "1",
+    }
+    for name in ("BCDIAG_DATABASE_URL", "BCDIAG_STORAGE_URL", "MLFLOW_TRACKING_URI"):
+        env.pop(name, None)
+    log = (home.parent / "run.log").open("wb")
+    process = subprocess.Popen([sys.executable, "-m", "bcdiag", "run"], env=env, stdout=log,
+                               stderr=subprocess.STDOUT)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while "bcdiag is running" not in (home.parent / "run.log").read_text(errors="replace"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            sys.exit(f"bcdiag run did not start; see {home.parent / 'run.log'}")
+        time.sleep(1)
+    return process, env
+
+
+def register_champion(mlflow_url: str) -> None:
+    """A one-epoch BreastMNIST model as the US champion (latency, not quality)."""
+    mlflow.set_tracking_uri(mlflow_url)
+    bundle = train_bundle(
+        load(get_settings().required_data_dir()), TrainConfig(epochs=1, members=1)
+    )
+    with mlflow.start_run():
+        mlflow.log_metric("valid_auc", 0.8)
+        logged = log_bundle(bundle)
+    promote(logged.registered_name, logged.version, force=True)
+
+
+def add_clinicians(env: dict[str, str], names: list[str]) -> None:
+    for name in names:
+        subprocess.run(
+            [sys.executable, "-m", "bcdiag", "users", "add", name, "--group", "clinicians"],
+            input=PASSWORD + "\n", env=env, text=True, check=True, capture_output=True,
+        )  # fmt: skip
+
+
+def ultrasound_png() -> bytes:
+    """A BreastMNIST test image as the PNG a clinician would upload."""
+    with np.load(get_settings().required_data_dir() / "breastmnist" / "breastmnist.npz") as npz:
+        buffer = io.BytesIO()
+        Image.fromarray(npz["test_images"][0]).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def app_rss_bytes(app_port: str) -> int:
+    """RSS of the Voilà process listening on `app_port` and all its kernels."""
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if "voila" in cmdline and f"--port={app_port}" in cmdline:
+            tree = [process, *process.children(recursive=True)]
+            return sum(p.memory_info().rss for p in tree if p.is_running())
+    return 0
+
+
+async def clinician(browser: Browser, url: str, name: str, scan: Path) -> Session:
+    context = await browser.new_context()
+    page = await context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    try:
+        started = time.monotonic()
+        await page.goto(f"{url}/hub/login", timeout=TIMEOUT_MS)
+        await page.fill("#username_input", name)
+        await page.fill("#password_input", PASSWORD)
+        await page.click("#login_submit")
+        await page.get_by_text("Signed in as").wait_for(timeout=TIMEOUT_MS)
+        signed_in = time.monotonic()
+        async with page.expect_file_chooser() as chooser:
+            await page.locator("button.widget-upload").click()
+        await (await chooser.value).set_files(str(scan))
+        await page.get_by_role("button", name="Analyse").click(timeout=TIMEOUT_MS)
+        await page.get_by_text("Probability of malignancy").wait_for(timeout=TIMEOUT_MS)
+        return Session(signed_in - started, time.monotonic() - signed_in)
+    except Exception as error:  # noqa: BLE001 - a benchmark counts failures, it does not stop
+        return Session(error=f"{type(error).__name__}: {str(error).splitlines()[0]}")
+    finally:
+        await context.close()
+
+
+async def round_of(url: str, names: list[str], scan: Path, app_port: str) -> None:
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        before = app_rss_bytes(app_port)
+        peak = 0
+
+        async def sample() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, app_rss_bytes(app_port))
+                await asyncio.sleep(1)
+
+        sampler = asyncio.create_task(sample())
+        started = time.monotonic()
+        sessions = await asyncio.gather(*(clinician(browser, url, n, scan) for n in names))
+        wall = time.monotonic() - started
+        sampler.cancel()
+        await browser.close()
+    ok = [s for s in sessions if not s.error]
+    per_session = (peak - before) / len(names) / 2**20
+    print(f"N={len(names):3d}  sign-in → app: {percentiles([s.sign_in_s for s in ok])}   "
+          f"upload → card: {percentiles([s.upload_s for s in ok])}   "
+          f"errors {len(sessions) - len(ok)}/{len(names)}   wall {wall:5.1f} s   "
+          f"app memory +{per_session:.0f} MiB per session (peak {peak / 2**30:.1f} GiB)",
+          flush=True)  # fmt: skip
+    for failed in {s.error for s in sessions if s.error}:
+        print(f"       error: {failed}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clinicians", type=int, nargs="+", default=[5, 10, 20])
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bcdiag-hub-load-") as tmp:
+        home = Path(tmp) / "home"
+        process, env = start_platform(home, max_kernels=max(args.clinicians) + 5)
+        try:
+            register_champion(f"http://127.0.0.1:{env['BCDIAG_MLFLOW_PORT']}")
+            names = [f"dr-load-{i:02d}" for i in range(max(args.clinicians))]
+            add_clinicians(env, names)
+            scan = Path(tmp) / "lesion.png"
+            scan.write_bytes(ultrasound_png())
+            url = f"http://127.0.0.1:{env['BCDIAG_PORT']}"
+            print(f"{os.cpu_count()} CPUs; one Voilà, pool {get_settings().app_pool_size}",
+                  flush=True)  # fmt: skip
+            for count in args.clinicians:
+                asyncio.run(round_of(url, names[:count], scan, env["BCDIAG_APP_PORT"]))
+                time.sleep(10)  # closed pages' kernels shut down; the pool refills
+        finally:
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=120)
+
+
+if __name__ == "__main__":
+    main()
