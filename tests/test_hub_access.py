@@ -96,6 +96,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         "BCDIAG_ADMIN_USER": ADMIN,
         "BCDIAG_ADMIN_PASSWORD": PASSWORDS[ADMIN],
         "BCDIAG_APP_POOL_SIZE": "1",  # as `make run`: pages take preheated kernels
+        "BCDIAG_APP_MAX_KERNELS": "30",  # pages fetched without a browser never close theirs
         "CONFIGPROXY_AUTH_TOKEN": proxy_token,  # lets the route-list test read the proxy table
         "PYTHONUNBUFFERED": "1",
     }
@@ -159,6 +160,22 @@ def sessions(platform: Platform) -> dict[str, requests.Session]:
     else:
         pytest.fail("the researcher's JupyterLab did not start within 180 s")
     return result
+
+
+KERNEL_ID = re.compile(r'kernelId[\\"]*:\s*[\\"]*([0-9a-f-]{36})')
+
+
+def close_app_kernel(platform: Platform, session: requests.Session, page: str) -> None:
+    """Shut down the kernel an app page got, as the browser does when the tab closes."""
+    kernel = KERNEL_ID.search(page)
+    assert kernel, "the app page names its kernel"
+    xsrf = session.cookies.get("_xsrf", path="/services/bcdiag-app/") or ""
+    closed = session.post(
+        f"{platform.url}/services/bcdiag-app/voila/api/shutdown/{kernel.group(1)}",
+        headers={"X-XSRFToken": xsrf},
+        timeout=60,
+    )
+    assert closed.status_code == 204, closed.text[:300]
 
 
 # --- the access matrix ------------------------------------------------------------------
@@ -421,7 +438,7 @@ def test_app_websockets_need_a_hub_login(
     from websockets.sync.client import connect
 
     page = sessions["clinician"].get(f"{platform.url}/services/bcdiag-app/", timeout=120)
-    kernel = re.search(r'kernelId[\\"]*:\s*[\\"]*([0-9a-f-]{36})', page.text)
+    kernel = KERNEL_ID.search(page.text)
     assert kernel, "the app page names its kernel"
     url = platform.url.replace("http", "ws") + (
         f"/services/bcdiag-app/api/kernels/{kernel.group(1)}/channels"
@@ -434,6 +451,7 @@ def test_app_websockets_need_a_hub_login(
                 statuses[role] = 101
         except InvalidStatus as refused:
             statuses[role] = refused.response.status_code
+    close_app_kernel(platform, sessions["clinician"], page.text)
     assert statuses == {"anonymous": 403, "researcher": 403, "clinician": 101}
 
 
@@ -446,3 +464,4 @@ def test_each_page_names_its_own_clinician_with_preheated_kernels(platform: Plat
         page = session.get(f"{platform.url}/services/bcdiag-app/", timeout=180).text
         shown = re.findall(r"Signed in as \\u003cb\\u003e([^\\]+)\\u003c/b", page)
         assert shown == [name], f"{name}'s page shows {shown}"
+        close_app_kernel(platform, session, page)
