@@ -9,7 +9,9 @@ own threshold, chosen on its own validation data. The challenger passes when
 
 With no champion it passes when its own AUC's lower bound is above 0.5 (better than
 chance). `judge` is pure; `evaluate_challenger` loads the models and the data;
-`record_decision` writes the decision to MLflow and the audit trail.
+`record_decision` writes the decision to MLflow and the audit trail;
+`promote_if_passes` does all three and moves ``champion`` — the one gated way a
+champion changes, for the retraining cycle and ``bcdiag promote`` alike.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from bcdiag.errors import BcdiagError
 from bcdiag.metrics import (
     AucDifference,
     AucEstimate,
@@ -182,6 +185,29 @@ def evaluate_challenger(
     if champion_version is not None:
         champion = _locked_scores(name, champion_version, data_dir, settings)[0]
     return judge(labels, challenger, champion, Margins.from_settings(settings))
+
+
+def promote_if_passes(
+    name: str, version: str, *, data_dir: Path, settings: Settings, storage: Storage, user: str
+) -> GateDecision:
+    """Judge `version` against the current champion, record the decision, promote if it passes.
+
+    Raises:
+        BcdiagError: `version` is already the champion, or was not logged by an MLflow run.
+    """
+    from bcdiag.registry import champion, set_champion, version_info
+
+    candidate, current = version_info(name, version), champion(name)
+    if current is not None and current.version == candidate.version:
+        raise BcdiagError(f"{name} version {candidate.version} is already the champion")
+    if candidate.run_id is None:
+        raise BcdiagError(f"{name} version {candidate.version} has no MLflow run to record in")
+    faced = None if current is None else current.version
+    decision = evaluate_challenger(name, candidate.version, faced, data_dir, settings)
+    record_decision(decision, name=name, run_id=candidate.run_id, storage=storage, user=user)
+    if decision.promoted:
+        set_champion(name, candidate.version)
+    return decision
 
 
 def _locked_scores(

@@ -227,17 +227,18 @@ def _challenge(
 def _decide(
     outcome: CycleOutcome, data_dir: Path, storage: Storage, settings: Settings, user: str
 ) -> CycleOutcome:
-    from bcdiag.gate import evaluate_challenger, record_decision
-    from bcdiag.registry import set_champion
+    from bcdiag.gate import promote_if_passes
 
     if outcome.run_id is None or outcome.challenger_version is None:
         raise BcdiagError("the challenger was not registered")
-    decision = evaluate_challenger(
-        outcome.model, outcome.challenger_version, outcome.champion_version, data_dir, settings
+    decision = promote_if_passes(
+        outcome.model,
+        outcome.challenger_version,
+        data_dir=data_dir,
+        settings=settings,
+        storage=storage,
+        user=user,
     )
-    record_decision(decision, name=outcome.model, run_id=outcome.run_id, storage=storage, user=user)
-    if decision.promoted:
-        set_champion(outcome.model, outcome.challenger_version)
     return replace(outcome, decision=decision.decision, reason=decision.reason, gate=decision)
 
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tarfile
 import zipfile
+from datetime import datetime
 from pathlib import Path
 
 import mlflow
@@ -21,7 +22,7 @@ from PIL import Image
 from bcdiag.batch import score_files
 from bcdiag.bundle import ModelBundle
 from bcdiag.cli.predict import predict
-from bcdiag.registry import log_bundle, promote
+from bcdiag.registry import log_bundle, set_champion
 
 pytestmark = pytest.mark.usefixtures("mlflow_tracking")
 
@@ -32,7 +33,7 @@ def champion(small_bundle: ModelBundle) -> str:
     with mlflow.start_run():
         mlflow.log_metric("valid_auc", 0.8)
         logged = log_bundle(small_bundle)
-    assert promote(logged.registered_name, logged.version).promoted
+    set_champion(logged.registered_name, logged.version)
     return logged.sha256
 
 
@@ -73,7 +74,11 @@ def test_cli_scores_png_rejects_ct_and_writes_heatmap(
     assert 0.0 <= scored["probability_malignant"] <= 1.0
     assert scored["call"] in {"suspicious", "not suspicious"}
     assert isinstance(scored["threshold"], float)
-    assert scored["model"] == {"name": "bcdiag-us", "version": "1", "sha256": champion}
+    model = scored["model"]
+    assert {k: model[k] for k in ("name", "version", "sha256")} == {
+        "name": "bcdiag-us", "version": "1", "sha256": champion
+    }  # fmt: skip
+    assert datetime.fromisoformat(model["trained_at"]).tzinfo is not None
     assert scored["heatmap"] == str(heatmaps / "us_000_heatmap.png")
     with Image.open(scored["heatmap"]) as overlay:
         overlay.load()

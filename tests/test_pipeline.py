@@ -12,6 +12,11 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 from mlflow_server import MlflowServer
+from sqlalchemy import select
+
+from bcdiag.settings import get_settings
+from bcdiag.storage import Storage, upgrade
+from bcdiag.storage.models import AuditEvent
 
 
 def _bcdiag(server: MlflowServer, *args: str) -> subprocess.CompletedProcess[str]:
@@ -28,8 +33,10 @@ def _bcdiag(server: MlflowServer, *args: str) -> subprocess.CompletedProcess[str
 
 @pytest.mark.slow
 def test_train_evaluate_promote_through_the_cli(
-    mlflow_server: MlflowServer, mlflow_tracking: str, data_dir: Path
+    mlflow_server: MlflowServer, mlflow_tracking: str, data_dir: Path, bcdiag_home: Path
 ) -> None:
+    bcdiag_home.mkdir(parents=True)
+    upgrade(get_settings().resolved_database_url)  # promote audits its decision
     client = MlflowClient(mlflow_server.url)
     experiment = client.get_experiment(mlflow_tracking).name
 
@@ -56,10 +63,20 @@ def test_train_evaluate_promote_through_the_cli(
     version = client.get_model_version("bcdiag-us", "1")
     assert version.run_id == run_id and len(version.tags["bundle_sha256"]) == 64
 
-    promoted = _bcdiag(mlflow_server, "promote", "bcdiag-us", "1", "--json")
+    promoted = _bcdiag(
+        mlflow_server, "promote", "bcdiag-us", "1", "--data-dir", str(data_dir), "--json"
+    )
     assert promoted.returncode == 0, promoted.stderr[-2000:]
-    assert json.loads(promoted.stdout)["promoted"] is True
+    decision = json.loads(promoted.stdout)
+    assert decision["promoted"] is True and decision["decision"] == "promoted"
+    assert "AUC" in decision["reason"]  # the locked-test gate judged it, not a shortcut
     assert client.get_model_version_by_alias("bcdiag-us", "champion").version == "1"
+    assert client.get_run(run_id).data.tags["gate_decision"] == "promoted"
+    with Storage.from_settings() as storage, storage.sessions() as session:
+        actions = list(session.scalars(select(AuditEvent.action)))
+    assert "model.promoted" in actions
+    again = _bcdiag(mlflow_server, "promote", "bcdiag-us", "1", "--data-dir", str(data_dir))
+    assert again.returncode == 1 and "already the champion" in again.stderr
 
     evaluated = _bcdiag(
         mlflow_server, "evaluate", "--version", "champion",

@@ -19,13 +19,11 @@ from bcdiag.errors import BcdiagError
 from bcdiag.pyfunc import SHA256_KEY
 from bcdiag.registry import (
     CHAMPION,
-    PREVIOUS_CHAMPION,
     RegisteredModel,
     champion,
     load_version,
     log_bundle,
     model_name_for,
-    promote,
     rollback,
     set_champion,
     version_of_run,
@@ -100,37 +98,12 @@ def test_tampered_bundle_is_refused(
         mlflow.pyfunc.load_model(f"models:/bcdiag-us/{logged.version}")
 
 
-def test_promotion_gate(small_bundle: ModelBundle, test_png: bytes) -> None:
-    first = _log(small_bundle, test_png, valid_auc=0.8)
-    worse = _log(small_bundle, test_png, valid_auc=0.7)
-    assert champion("bcdiag-us") is None
-
-    decision = promote("bcdiag-us", first.version)
-    assert decision.promoted
-    assert "no champion" in decision.reason
-
-    decision = promote("bcdiag-us", worse.version)
-    assert not decision.promoted
-    assert (decision.candidate_auc, decision.champion_auc) == (0.7, 0.8)
-    assert "0.7000" in decision.reason
-    assert "0.8000" in decision.reason
-    current = champion("bcdiag-us")
-    assert current is not None
-    assert current.version == first.version
-
-    decision = promote("bcdiag-us", worse.version, force=True)
-    assert decision.promoted
-    assert "forced" in decision.reason
-    aliases = MlflowClient().get_registered_model("bcdiag-us").aliases
-    assert aliases == {CHAMPION: worse.version, PREVIOUS_CHAMPION: first.version}
-
-
 def test_unknown_model_or_version_is_named(small_bundle: ModelBundle) -> None:
     with pytest.raises(BcdiagError, match="no registered model 'bcdiag-mg'; registered: none"):
         load_version("bcdiag-mg", 1)
     _log(small_bundle, None)  # the synthetic input example
     with pytest.raises(BcdiagError, match="bcdiag-us has no version 7; its versions: 1"):
-        promote("bcdiag-us", 7)
+        set_champion("bcdiag-us", 7)
     with pytest.raises(BcdiagError, match="modalities: US, MG"):
         model_name_for("CT")
 

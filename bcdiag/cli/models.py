@@ -28,34 +28,47 @@ def _use_tracking_server() -> None:
 @click.argument("name")
 @click.argument("version")
 @click.option("--force", is_flag=True, help="Skip the quality gate (admins; audited).")
+@click.option(
+    "--data-dir", type=click.Path(path_type=Path, file_okay=False), help="Default: BCDIAG_DATA_DIR."
+)
 @click.option("--json", "as_json", is_flag=True)
-def promote(name: str, version: str, force: bool, as_json: bool) -> None:
-    """Move NAME's `champion` alias to VERSION if it passes the quality gate.
+def promote(name: str, version: str, force: bool, data_dir: Path | None, as_json: bool) -> None:
+    """Move NAME's `champion` alias to VERSION if it passes the retraining gate.
 
-    Exits 0 when promoted, 1 when the gate rejects it.
+    The gate (`bcdiag.gate`) compares VERSION with the champion on the locked test
+    set; its decision goes to VERSION's MLflow run and the audit trail. Exits 0
+    when promoted, 1 when rejected.
     """
-    from bcdiag.registry import champion
-    from bcdiag.registry import promote as promote_version
+    from bcdiag.gate import PROMOTED, promote_if_passes
+    from bcdiag.registry import set_champion
     from bcdiag.storage import Storage
 
     _use_tracking_server()
-    # A forced promotion must be audited: open the audit trail before moving anything.
-    with Storage.from_settings() if force else contextlib.nullcontext() as storage:
-        before = champion(name)
-        decision = promote_version(name, version, force=force)
-        if storage is not None and decision.promoted:
+    settings = get_settings()
+    user = getpass.getuser()
+    with Storage.from_settings(settings) as storage:  # audited: open the trail before any move
+        if force:
+            replaced = set_champion(name, version)
+            reason = "forced: the gate was skipped"
+            result = {"promoted": True, "decision": PROMOTED, "reason": reason}
             storage.record_audit(
-                user=getpass.getuser(),
+                user=user,
                 action="model.promoted-forced",
                 target=f"model:{name}/{version}",
-                details={"replaced": before.version if before else None, "reason": decision.reason},
+                details={"replaced": replaced.version if replaced else None, "reason": reason},
             )
+        else:
+            folder = settings.required_data_dir(data_dir)
+            decision = promote_if_passes(
+                name, version, data_dir=folder, settings=settings, storage=storage, user=user
+            )
+            result = {**decision.as_json(), "promoted": decision.promoted}
     if as_json:
-        click.echo(json.dumps({"model": name, "version": version, **decision.__dict__}))
+        click.echo(json.dumps({"model": name, "version": version, **result}))
     else:
-        state = "promoted" if decision.promoted else "not promoted"
-        click.echo(f"{name} version {version} {state}: {decision.reason}")
-    sys.exit(0 if decision.promoted else 1)
+        state = "promoted" if result["promoted"] else "not promoted"
+        click.echo(f"{name} version {version} {state}: {result['reason']}")
+    sys.exit(0 if result["promoted"] else 1)
 
 
 @click.command()
