@@ -192,7 +192,7 @@ def hub_service(settings: Settings) -> Service:
 HUB_SETTINGS = (
     "home", "notebooks_dir", "port", "hub_api_port", "proxy_api_port", "app_port",
     "app_proxy_port", "mlflow_port", "mlflow_proxy_port", "session_hours", "idle_minutes",
-    "lockout_seconds",
+    "lockout_seconds", "app_pool_size", "app_max_kernels",
 )  # fmt: skip
 
 
