@@ -104,9 +104,11 @@ def test_clinician_uploads_sees_result_rejection_and_downloads_report(
         page.get_by_text("Download report (PDF)").click()
     assert Path(download.value.path()).read_bytes().startswith(b"%PDF")
 
-    page.get_by_role("tab", name="My analyses").click()
+    entry = page.get_by_text(f"· {png.name} ·")  # the history entry, not the card's title
+    page.get_by_role("tab", name="My analyses").click()  # the kernel lists the history now
+    entry.wait_for(timeout=30_000)
     page.get_by_role("button", name="Refresh history").click()
-    assert "lesion <i>1<i> & co.png" in page.inner_text("body")
+    entry.wait_for(timeout=30_000)
 
 
 def tiled_mammogram(source: Path, folder: Path) -> Path:
