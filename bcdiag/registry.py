@@ -1,16 +1,14 @@
 """The model registry: log a bundle as a pyfunc, load a version, move the champion.
 
 A registered version carries the bundle's sha256 as the tag ``bundle_sha256`` (also
-set on the run); `load_version` loads nothing whose sha256 differs. The ``champion``
-alias moves only through `promote`, whose gate for now is the validation AUC (metric
-``valid_auc`` on the version's run); the champion it replaces keeps the alias
-``previous-champion`` for a `rollback`. Scheduled retraining moves it through
-`set_champion` after its own gate (`bcdiag.gate`).
+set on the run); `load_version` loads nothing whose sha256 differs. `set_champion`
+moves the ``champion`` alias unconditionally (the replaced one keeps
+``previous-champion`` for a `rollback`); callers gate first: `bcdiag.gate.promote_if_passes`
+for the retraining cycle and ``bcdiag promote``, an audited ``--force`` otherwise.
 """
 
 from __future__ import annotations
 
-import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +25,6 @@ if TYPE_CHECKING:
 
 MODEL_NAMES = {"US": "bcdiag-us", "MG": "bcdiag-mg"}
 CHAMPION, PREVIOUS_CHAMPION = "champion", "previous-champion"
-GATE_METRIC = "valid_auc"
 BUNDLE_FILE = "bundle.pt"
 
 
@@ -51,16 +48,6 @@ class ModelVersionInfo:
     run_id: str | None
     sha256: str
     aliases: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class PromotionDecision:
-    """The outcome of `promote`; ``reason`` is one sentence for the audit trail."""
-
-    promoted: bool
-    reason: str
-    candidate_auc: float | None
-    champion_auc: float | None
 
 
 def model_name_for(modality: str) -> str:
@@ -175,37 +162,6 @@ def champion(name: str) -> ModelVersionInfo | None:
     return version_info(name, version) if version is not None else None
 
 
-def promote(name: str, version: str | int, *, force: bool = False) -> PromotionDecision:
-    """Move ``champion`` to `version` if its ``valid_auc`` is not below the champion's.
-
-    With no champion the version is promoted; ``force=True`` skips the gate. The
-    replaced champion keeps the alias ``previous-champion``.
-    """
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
-    candidate = version_info(name, version)
-    current = champion(name)
-    candidate_auc = _gate_metric(client, candidate)
-    champion_auc = _gate_metric(client, current) if current is not None else None
-    aucs = f"candidate {GATE_METRIC} {_shown(candidate_auc)}, champion {_shown(champion_auc)}"
-    if current is not None and current.version == candidate.version:
-        promoted, reason = False, f"version {candidate.version} is already the champion ({aucs})"
-    elif force:
-        promoted, reason = True, f"forced: the gate was skipped ({aucs})"
-    elif current is None:
-        promoted, reason = True, f"no champion yet ({aucs})"
-    elif candidate_auc is None:
-        promoted, reason = False, f"rejected: the candidate's run has no {GATE_METRIC} ({aucs})"
-    elif champion_auc is not None and candidate_auc < champion_auc:
-        promoted, reason = False, f"rejected: {aucs}; the candidate is below the champion"
-    else:
-        promoted, reason = True, f"passed the gate ({aucs})"
-    if promoted:
-        set_champion(name, candidate.version)
-    return PromotionDecision(promoted, reason, candidate_auc, champion_auc)
-
-
 def set_champion(name: str, version: str | int) -> ModelVersionInfo | None:
     """Give `version` the ``champion`` alias, no questions asked; returns the one replaced.
 
@@ -261,14 +217,3 @@ def _registered_aliases(client: MlflowClient, name: str) -> dict[str, str]:
         known = ", ".join(m.name for m in client.search_registered_models()) or "none"
         raise BcdiagError(f"no registered model {name!r}; registered: {known}") from error
     return {alias: str(v) for alias, v in model.aliases.items()}
-
-
-def _gate_metric(client: MlflowClient, info: ModelVersionInfo) -> float | None:
-    if info.run_id is None:
-        return None
-    value = client.get_run(info.run_id).data.metrics.get(GATE_METRIC)
-    return float(value) if value is not None and math.isfinite(value) else None
-
-
-def _shown(value: float | None) -> str:
-    return "missing" if value is None else f"{value:.4f}"

@@ -156,7 +156,8 @@ def run_cycle(
     """One cycle over `modalities` (default: the ``retrain_modalities`` setting).
 
     Args:
-        overrides: recipe values (e.g. ``epochs``) replacing the data set's recipe.
+        overrides: recipe values (e.g. ``epochs``) replacing the data set's recipe and
+            the ``retrain_recipe`` setting; None values are ignored.
         data_dir: base data sets; default ``BCDIAG_DATA_DIR``.
         user: who started it, for the audit trail.
 
@@ -165,9 +166,11 @@ def run_cycle(
     """
     settings = get_settings()
     folder = data_dir or settings.data_dir
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    recipe = {**settings.retrain_recipe, **given}
     with cycle_lock(settings), Storage.from_settings(settings) as storage:
         return [
-            _cycle(modality, folder, storage, settings, dict(overrides or {}), user, experiment)
+            _cycle(modality, folder, storage, settings, recipe, user, experiment)
             for modality in (modalities or settings.retrain_modalities)
         ]
 

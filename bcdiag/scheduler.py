@@ -6,6 +6,8 @@ one cycle after another in one thread, and answers ``/health`` on
 127.0.0.1:``BCDIAG_SCHEDULER_PORT`` with the schedule and what each firing did. A
 firing while another cycle holds the lock (a ``bcdiag retrain --now``, a second
 scheduler) is refused and recorded; the next comes at the next cron time.
+On the platform's first start, `first_start` runs a cycle at once for each modality
+that has no champion yet, so a fresh `make run` ends up with a model.
 On Kubernetes, ``hub_config/k8s/retrain-cronjob.yaml`` runs ``--now`` instead.
 """
 
@@ -19,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bcdiag.errors import BcdiagError, ConfigurationError
@@ -71,13 +74,13 @@ class Scheduler:
         found: datetime = croniter(self.cron, after).get_next(datetime)
         return found
 
-    def fire(self) -> Firing:
-        """Run one cycle now; a cycle already running makes this one refused."""
+    def fire(self, cycle: Callable[[], Sequence[CycleOutcome]] | None = None) -> Firing:
+        """Run one cycle (default: the scheduled one) now; refused if one is already running."""
         from bcdiag.retrain import CycleRunning
 
         at = datetime.now(UTC).isoformat(timespec="seconds")
         try:
-            outcomes = self.cycle()
+            outcomes = (cycle or self.cycle)()
         except CycleRunning as error:
             firing = Firing(at, REFUSED, str(error))
         except BcdiagError as error:  # e.g. storage down: recorded, the schedule goes on
@@ -108,6 +111,50 @@ class Scheduler:
                 "next": None if self.next_at is None else self.next_at.isoformat(),
                 "firings": [asdict(f) for f in self.history],
             }
+
+
+def first_start(settings: Settings, scheduler: Scheduler) -> Firing | None:
+    """Train, gate and promote a champion for each modality that has none (if enabled).
+
+    Base data: BCDIAG_DATA_DIR, else <home>/data, where BreastMNIST is downloaded
+    (checksum verified) when the US champion is missing. Modalities without base
+    data are left alone. Returns the firing, or None when there was nothing to do.
+    """
+    from bcdiag.registry import champion, model_name_for
+    from bcdiag.retrain import run_cycle
+    from bcdiag.retrain_data import missing_base_data
+
+    if not settings.train_on_first_start:
+        return None
+    folder = settings.data_dir or settings.home / "data"
+    downloadable = settings.data_dir is None  # bcdiag fetches only into its own folder
+    trainable = [
+        m
+        for m in settings.retrain_modalities
+        if missing_base_data(m, folder) is None or (downloadable and m == "US")
+    ]
+    missing = [m for m in trainable if champion(model_name_for(m)) is None]
+    if not missing:
+        return None
+    if downloadable and missing_base_data("US", folder) is not None:
+        _fetch_breastmnist(folder)
+    print(
+        f"first start: no champion for {', '.join(missing)}; training one from {folder} now",
+        file=sys.stderr,
+        flush=True,
+    )
+    return scheduler.fire(
+        lambda: run_cycle(modalities=missing, data_dir=folder, user="first-start")
+    )
+
+
+def _fetch_breastmnist(folder: Path) -> None:
+    from bcdiag.datasets import breastmnist
+
+    try:
+        breastmnist.fetch(folder)
+    except BcdiagError as error:  # offline: the cycle skips US and says why
+        print(f"first start: {error}", file=sys.stderr, flush=True)
 
 
 def status_server(scheduler: Scheduler, port: int) -> ThreadingHTTPServer:
@@ -141,6 +188,7 @@ def serve(settings: Settings) -> int:
         signal.signal(signum, lambda *_: stop.set())
     print(f"retraining scheduler: cron {settings.retrain_cron!r} (UTC)", file=sys.stderr)
     try:
+        first_start(settings, scheduler)
         scheduler.run(stop)
     finally:
         server.shutdown()

@@ -131,6 +131,18 @@ class Settings(BaseSettings):
         default=["US", "MG"],
         description="Modalities a cycle retrains (JSON list); one without base data is skipped.",
     )
+    retrain_recipe: dict[str, int | float | str] = Field(
+        default={},
+        description="Recipe values (bcdiag.train.TrainConfig fields, JSON object) replacing "
+        'the data set\'s recipe in scheduled and first-start cycles, e.g. {"epochs": 20}; '
+        "`bcdiag retrain --epochs/--members` override these in turn.",
+    )
+    train_on_first_start: bool = Field(
+        default=True,
+        description="When `make run` starts and a modality in BCDIAG_RETRAIN_MODALITIES has no "
+        "champion, the scheduler runs a cycle for it at once (base data from BCDIAG_DATA_DIR, "
+        "else BreastMNIST downloaded into <home>/data with its checksum verified).",
+    )
     scheduler_port: int = Field(
         default=8877,
         description="Port of the retraining scheduler's /health status page on 127.0.0.1.",

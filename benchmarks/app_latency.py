@@ -34,7 +34,7 @@ from playwright.sync_api import Page, sync_playwright
 
 from bcdiag.bundle import ModelBundle
 from bcdiag.datasets.breastmnist import load
-from bcdiag.registry import log_bundle, promote
+from bcdiag.registry import log_bundle, set_champion
 from bcdiag.services import app_service, free_port, mlflow_service, start, stop
 from bcdiag.settings import Settings, get_settings
 from bcdiag.storage import upgrade
@@ -70,7 +70,7 @@ def register(bundle: ModelBundle) -> None:
     with mlflow.start_run():
         mlflow.log_metric("valid_auc", 0.5)
         logged = log_bundle(bundle)
-    promote(logged.registered_name, logged.version)
+    set_champion(logged.registered_name, logged.version)
 
 
 def mammography_variant(bundle: ModelBundle) -> ModelBundle:

@@ -97,6 +97,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         "BCDIAG_ADMIN_PASSWORD": PASSWORDS[ADMIN],
         "BCDIAG_APP_POOL_SIZE": "1",  # as `make run`: pages take preheated kernels
         "BCDIAG_APP_MAX_KERNELS": "30",  # pages fetched without a browser never close theirs
+        "BCDIAG_TRAIN_ON_FIRST_START": "false",  # first start: tests/test_scheduler.py
         "CONFIGPROXY_AUTH_TOKEN": proxy_token,  # lets the route-list test read the proxy table
         "PYTHONUNBUFFERED": "1",
     }

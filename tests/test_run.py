@@ -75,6 +75,7 @@ def test_run_starts_platform_creates_admin_once_and_stops_on_ctrl_c(tmp_path: Pa
         **{f"BCDIAG_{name}": str(port) for name, port in ports.items()},
         "BCDIAG_HOME": str(tmp_path / "home"),
         "BCDIAG_APP_POOL_SIZE": "0",
+        "BCDIAG_TRAIN_ON_FIRST_START": "false",  # first start: tests/test_scheduler.py
         "PYTHONUNBUFFERED": "1",
     }
     for name in ("BCDIAG_DATABASE_URL", "BCDIAG_ADMIN_USER", "BCDIAG_ADMIN_PASSWORD"):

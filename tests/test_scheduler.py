@@ -18,12 +18,14 @@ from typing import Any
 import click
 import pytest
 import yaml
+from mlflow import MlflowClient
 
 from bcdiag.cli import main
 from bcdiag.cli.models import retrain
 from bcdiag.errors import ConfigurationError
+from bcdiag.registry import champion
 from bcdiag.retrain import cycle_lock, run_cycle
-from bcdiag.scheduler import FAILED, RAN, REFUSED, Scheduler, scheduler_service
+from bcdiag.scheduler import FAILED, RAN, REFUSED, Scheduler, first_start, scheduler_service
 from bcdiag.services import free_port, platform_services, start, stop
 from bcdiag.settings import Settings, get_settings
 from bcdiag.storage import upgrade
@@ -153,3 +155,30 @@ def test_the_kubernetes_cronjob_matches_the_settings_and_the_cli() -> None:
     fields = set(Settings.model_fields)
     for variable in (e["name"] for e in container["env"]):
         assert variable == "MLFLOW_TRACKING_URI" or variable.lower()[7:] in fields, variable
+
+
+@pytest.mark.slow
+def test_first_start_trains_a_champion_for_each_modality_without_one(
+    home: Path, mlflow_tracking: str, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BCDIAG_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("BCDIAG_RETRAIN_MODALITIES", '["US"]')
+    monkeypatch.setenv("BCDIAG_RETRAIN_RECIPE", '{"epochs": 3, "members": 1}')
+    get_settings.cache_clear()
+    settings = get_settings()
+    scheduler = Scheduler(settings.retrain_cron)
+
+    firing = first_start(settings, scheduler)
+
+    assert firing is not None and firing.result == RAN, firing
+    (outcome,) = firing.outcomes
+    assert (outcome["model"], outcome["decision"], outcome["champion_version"]) == (
+        "bcdiag-us", "promoted", None
+    )  # fmt: skip
+    assert outcome["reason"].startswith("no champion yet")
+    current = champion("bcdiag-us")
+    assert current is not None and current.version == outcome["challenger_version"]
+    run = MlflowClient().get_run(outcome["run_id"])
+    assert run.data.params["epochs"] == "3"  # the BCDIAG_RETRAIN_RECIPE values were used
+    assert first_start(settings, scheduler) is None  # a champion exists: nothing to do
+    assert [f.result for f in scheduler.history] == [RAN]
