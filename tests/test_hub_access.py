@@ -397,6 +397,7 @@ def us_champion(
     previous = mlflow.get_tracking_uri()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("hub-tests")  # the active experiment id may be another server's
     try:
         register(small_bundle)
         yield

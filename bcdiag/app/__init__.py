@@ -5,10 +5,12 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import threading
+from dataclasses import dataclass
 
 import ipywidgets as widgets
 
-from bcdiag.app.clinician import ClinicianApp
+from bcdiag.app.clinician import ClinicianApp, start_warm_up
 from bcdiag.errors import BcdiagError
 from bcdiag.inference import Predictor
 from bcdiag.settings import get_settings
@@ -43,10 +45,31 @@ def current_user() -> str:
     return os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
 
 
-def build_app(user: str | None = None) -> widgets.Widget:
-    """The app's root widget for `user` (default: `current_user`), on the configured storage."""
-    app = ClinicianApp(Storage.from_settings(), Predictor(), user or current_user())
+@dataclass(frozen=True)
+class Preloaded:
+    """A kernel's Predictor and the thread loading its champions (see `preload`)."""
+
+    predictor: Predictor
+    warming: threading.Thread
+
+
+def preload() -> Preloaded:
+    """Start loading the champions now: a preheated kernel does it before any request."""
+    predictor = Predictor()
+    return Preloaded(predictor, start_warm_up(predictor))
+
+
+def build_app(user: str | None = None, preloaded: Preloaded | None = None) -> widgets.Widget:
+    """The app's root widget for `user` (default: `current_user`), on the configured storage.
+
+    Args:
+        preloaded: this kernel's `preload`; without it the app starts its own.
+    """
+    kernel = preloaded or preload()
+    app = ClinicianApp(
+        Storage.from_settings(), kernel.predictor, user or current_user(), kernel.warming
+    )
     return app.widget
 
 
-__all__ = ["ClinicianApp", "build_app", "current_user"]
+__all__ = ["ClinicianApp", "Preloaded", "build_app", "current_user", "preload"]

@@ -42,10 +42,15 @@ class ClinicianApp:
     files: the browser reads and sends a large file for a while after it is chosen.
     """
 
-    def __init__(self, storage: Storage, predictor: Predictor, user: str) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        predictor: Predictor,
+        user: str,
+        warming: threading.Thread | None = None,
+    ) -> None:
         self.storage, self.predictor, self.user = storage, predictor, user
-        self.warming = threading.Thread(target=self._warm_up, name="warm-up", daemon=True)
-        self.warming.start()
+        self.warming = warming or start_warm_up(predictor)
         self.upload = widgets.FileUpload(accept=ACCEPT, multiple=True, description="Choose scans")
         self.upload.observe(self._received, names="value")
         self.modality = widgets.ToggleButtons(
@@ -85,14 +90,6 @@ class ClinicianApp:
         # is a few widgets the browser has to render, and a history only grows.
         tabs.observe(self._tab_opened, names="selected_index")
         self.widget = widgets.VBox([header, tabs])
-
-    def _warm_up(self) -> None:
-        try:
-            ready = warm_up(self.predictor)
-        except Exception as error:  # noqa: BLE001 - the first upload retries and reports
-            log.warning("warm-up failed (%s); the first upload loads the models", error)
-            return
-        log.info("warm-up loaded %s", ", ".join(f"{m.name} v{m.version}" for m in ready))
 
     def _tab_opened(self, change: dict[str, Any]) -> None:
         if change["new"] == HISTORY_TAB:
@@ -179,3 +176,23 @@ class ClinicianApp:
                 self.storage, analysis, scan_png, heatmap, user=self.user, notify=self.notify
             ),
         )
+
+
+def start_warm_up(predictor: Predictor) -> threading.Thread:
+    """Load the champions and start the scan reader in a background thread (`warm_up`).
+
+    A failure is logged, not raised: the first upload then loads the models and
+    reports any error on its card.
+    """
+
+    def run() -> None:
+        try:
+            ready = warm_up(predictor)
+        except Exception as error:  # noqa: BLE001 - the first upload retries and reports
+            log.warning("warm-up failed (%s); the first upload loads the models", error)
+            return
+        log.info("warm-up loaded %s", ", ".join(f"{m.name} v{m.version}" for m in ready))
+
+    thread = threading.Thread(target=run, name="warm-up", daemon=True)
+    thread.start()
+    return thread
