@@ -11,6 +11,11 @@ jhsingle-native-proxy 0.8.3 with two websocket gaps closed; run as
   kernel id could have opened that kernel's channels. Handshakes now need the same login
   (the hub cookie, which JupyterHub allows on websockets by default).
 
+A third, cosmetic one: its ``oauth_proxy`` is wrapped by tornado's ``authenticated``,
+which redirects a visitor who is not signed in and returns None, which the proxy then
+awaits; the visitor got the redirect but every such request (and the hub's minutely
+service check) logged a TypeError traceback. Not awaiting None stops that.
+
 On SIGTERM it passes the signal on to the proxied server and exits at once; here it
 then waits a few seconds for that server (Voilà stopping its kernels), so that stopping
 the hub stops the app too.
@@ -25,7 +30,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from jhsingle_native_proxy import main as jhsingle
-from jhsingle_native_proxy.proxyhandlers import ProxyHandler
+from jhsingle_native_proxy.proxyhandlers import ProxyHandler, SuperviseAndProxyHandler
 from tornado import web
 
 _forward_websocket = ProxyHandler.ws_get
@@ -46,10 +51,19 @@ async def authenticated_ws_get(handler: Any, *args: Any, **kwargs: Any) -> None:
     await _forward_websocket(handler, *args, **kwargs)
 
 
+async def redirect_or_proxy(handler: Any, port: int, path: str) -> Any:
+    """Proxy for a signed-in user; for anyone else tornado has already sent the login redirect."""
+    if handler.authtype != "oauth":
+        return await handler.core_proxy(port, path)
+    pending = handler.oauth_proxy(port, path)  # None once `authenticated` has redirected
+    return None if pending is None else await pending
+
+
 def harden() -> None:
-    """Install both fixes on jhsingle-native-proxy's handler class."""
+    """Install the fixes on jhsingle-native-proxy's handler classes."""
     ProxyHandler.check_origin = same_origin
     ProxyHandler.ws_get = authenticated_ws_get
+    SuperviseAndProxyHandler.proxy = redirect_or_proxy
 
 
 def wait_for_children(timeout_s: float = 4.0) -> None:

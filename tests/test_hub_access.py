@@ -344,6 +344,17 @@ def test_signup_is_absent_and_login_page_offers_none(platform: Platform) -> None
     assert "username_input" in page and not re.search(r"sign ?up", page, re.IGNORECASE)
 
 
+def test_anonymous_service_requests_redirect_without_an_error(platform: Platform) -> None:
+    for service in ("bcdiag-app", "mlflow"):
+        url = f"{platform.url}/services/{service}/?probe=anonymous-{service}"
+        response = requests.get(url, allow_redirects=False, timeout=30)
+        assert response.status_code == 302, service
+        assert "/hub/api/oauth2/authorize" in response.headers["Location"]
+    time.sleep(1)  # the proxies log after answering
+    log = platform.log.read_text(errors="replace")
+    assert "Uncaught exception" not in log, log[log.find("Uncaught exception") :][:2000]
+
+
 @pytest.mark.slow
 def test_lockout_after_five_bad_passwords(platform: Platform) -> None:
     add_user(platform.env, "locked-out", "clinicians")
