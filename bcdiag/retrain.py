@@ -158,14 +158,14 @@ def run_cycle(
     Args:
         overrides: recipe values (e.g. ``epochs``) replacing the data set's recipe and
             the ``retrain_recipe`` setting; None values are ignored.
-        data_dir: base data sets; default ``BCDIAG_DATA_DIR``.
+        data_dir: base data sets; default `Settings.base_data_dir`.
         user: who started it, for the audit trail.
 
     Raises:
         CycleRunning: another cycle is running; nothing was done.
     """
     settings = get_settings()
-    folder = data_dir or settings.data_dir
+    folder = data_dir or settings.base_data_dir
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     recipe = {**settings.retrain_recipe, **given}
     with cycle_lock(settings), Storage.from_settings(settings) as storage:

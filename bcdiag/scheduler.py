@@ -116,7 +116,7 @@ class Scheduler:
 def first_start(settings: Settings, scheduler: Scheduler) -> Firing | None:
     """Train, gate and promote a champion for each modality that has none (if enabled).
 
-    Base data: BCDIAG_DATA_DIR, else <home>/data, where BreastMNIST is downloaded
+    Base data: BCDIAG_DATA_DIR if it exists, else <home>/data, where BreastMNIST is downloaded
     (checksum verified) when the US champion is missing. Modalities without base
     data are left alone. Returns the firing, or None when there was nothing to do.
     """
@@ -126,8 +126,8 @@ def first_start(settings: Settings, scheduler: Scheduler) -> Firing | None:
 
     if not settings.train_on_first_start:
         return None
-    folder = settings.data_dir or settings.home / "data"
-    downloadable = settings.data_dir is None  # bcdiag fetches only into its own folder
+    folder = settings.base_data_dir
+    downloadable = folder == settings.home / "data"  # bcdiag fetches only into its own folder
     trainable = [
         m
         for m in settings.retrain_modalities

@@ -232,6 +232,14 @@ class Settings(BaseSettings):
         return folder
 
     @property
+    def base_data_dir(self) -> Path:
+        """Where retraining reads base data sets: `data_dir` if it is a folder, else
+        <home>/data (where first start downloads BreastMNIST)."""
+        if self.data_dir is not None and self.data_dir.is_dir():
+            return self.data_dir
+        return self.home / "data"
+
+    @property
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to SQLite under `home`."""
         return self.database_url or f"sqlite:///{self.home / 'bcdiag.sqlite'}"

@@ -182,3 +182,11 @@ def test_first_start_trains_a_champion_for_each_modality_without_one(
     assert run.data.params["epochs"] == "3"  # the BCDIAG_RETRAIN_RECIPE values were used
     assert first_start(settings, scheduler) is None  # a champion exists: nothing to do
     assert [f.result for f in scheduler.history] == [RAN]
+
+
+def test_base_data_is_the_configured_folder_if_it_exists_else_home_data(tmp_path: Path) -> None:
+    home, shared = tmp_path / "home", tmp_path / "shared-data"
+    assert Settings(home=home, data_dir=shared).base_data_dir == home / "data"  # `make run`
+    assert Settings(home=home, data_dir=None).base_data_dir == home / "data"  # elsewhere
+    shared.mkdir()
+    assert Settings(home=home, data_dir=shared).base_data_dir == shared
