@@ -26,10 +26,10 @@ from bcdiag.services import free_port
 pytestmark = pytest.mark.usefixtures("mlflow_tracking")
 
 
-def breastmnist_png(data_dir: Path, index: int) -> bytes:
-    """A BreastMNIST test image as the PNG bytes a user would upload."""
+def breastmnist_png(data_dir: Path, index: int, split: str = "test") -> bytes:
+    """A BreastMNIST image of `split` as the PNG bytes a user would upload."""
     with np.load(data_dir / "breastmnist" / "breastmnist.npz") as npz:
-        pixels = npz["test_images"][index]
+        pixels = npz[f"{split}_images"][index]
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     return buffer.getvalue()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import getpass
-import io
 import json
 import os
 import subprocess
@@ -23,8 +22,8 @@ import mlflow
 import numpy as np
 import pytest
 from mlflow import MlflowClient
-from PIL import Image
 from sqlalchemy import select
+from test_inference import breastmnist_png
 
 from bcdiag.analyses import AnalysisAccepted, analyse_upload
 from bcdiag.bundle import ModelBundle
@@ -56,19 +55,10 @@ def _bcdiag(*args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def _png(data_dir: Path, index: int) -> bytes:
-    with np.load(data_dir / "breastmnist" / "breastmnist.npz") as npz:
-        pixels = npz["train_images"][index]
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def _analyse(storage: Storage, predictor: Predictor, data_dir: Path, index: int) -> str:
     """Upload a BreastMNIST training image; the version of the model that analysed it."""
-    outcome = analyse_upload(
-        storage, predictor, _png(data_dir, index), f"{index}.png", user="dr-a", modality="US"
-    )
+    png = breastmnist_png(data_dir, index, "train")
+    outcome = analyse_upload(storage, predictor, png, f"{index}.png", user="dr-a", modality="US")
     assert isinstance(outcome, AnalysisAccepted)
     return outcome.analysis.model_version
 
