@@ -21,7 +21,7 @@ from bcdiag.heatmaps import overlay_png
 from bcdiag.inference import ModelRef, NoModelError, Prediction, Predictor
 from bcdiag.scans import judge
 from bcdiag.storage import Storage, StoredScan
-from bcdiag.storage.analysis_store import StoredAnalysis
+from bcdiag.storage.analysis_store import NewAnalysis, StoredAnalysis
 
 NO_MODEL = "no-model"
 """`AnalysisRejected.code` of a valid scan whose modality has no champion model yet."""
@@ -118,23 +118,25 @@ def analyse_upload(
     trained = prediction.model.trained_at
     trained_at = None if trained is None else f"{trained:%Y-%m-%d %H:%M} UTC"
     analysis = storage.record_analysis(
-        scan_id=scan.id,
-        user=user,
-        model_name=prediction.model.name,
-        model_version=prediction.model.version,
-        model_sha256=prediction.model.sha256,
-        probability=prediction.probability_malignant,
-        threshold=prediction.threshold,
-        call=prediction.call,
-        heatmap_png=heatmap_png,
-        details={
-            "filename": filename,
-            "sensitivity": prediction.sensitivity,
-            "specificity": prediction.specificity,
-            "modality": prediction.modality,
-            "image_sha256": image_sha256,
-            "model_trained_at": trained_at,
-        },
+        NewAnalysis(
+            scan_id=scan.id,
+            user=user,
+            model_name=prediction.model.name,
+            model_version=prediction.model.version,
+            model_sha256=prediction.model.sha256,
+            probability=prediction.probability_malignant,
+            threshold=prediction.threshold,
+            call=prediction.call,
+            heatmap_png=heatmap_png,
+            details={
+                "filename": filename,
+                "sensitivity": prediction.sensitivity,
+                "specificity": prediction.specificity,
+                "modality": prediction.modality,
+                "image_sha256": image_sha256,
+                "model_trained_at": trained_at,
+            },
+        )
     )
     return AnalysisAccepted(analysis, prediction, image_png, heatmap_png)
 

@@ -26,6 +26,7 @@ from bcdiag.storage.analysis_store import (
     OUTCOME_LABELS,
     AnalysisNotFound,
     InvalidOutcome,
+    NewAnalysis,
     StoredAnalysis,
 )
 from bcdiag.storage.blobs import FileBlobStore
@@ -49,16 +50,18 @@ def _analysis(storage: Storage, user: str, content: bytes) -> StoredAnalysis:
     """An analysis recorded straight into storage (no model needed)."""
     scan = storage.store_scan(content, filename="x.png", metadata={"format": "png"}, user=user)
     return storage.record_analysis(
-        scan_id=scan.id,
-        user=user,
-        model_name="bcdiag-us",
-        model_version="3",
-        model_sha256="c" * 64,
-        probability=0.25,
-        threshold=0.5,
-        call="not suspicious",
-        heatmap_png=b"heatmap of " + content,
-        details={"filename": "x.png", "sensitivity": 0.8, "specificity": 0.7, "modality": "US"},
+        NewAnalysis(
+            scan_id=scan.id,
+            user=user,
+            model_name="bcdiag-us",
+            model_version="3",
+            model_sha256="c" * 64,
+            probability=0.25,
+            threshold=0.5,
+            call="not suspicious",
+            heatmap_png=b"heatmap of " + content,
+            details={"filename": "x.png", "sensitivity": 0.8, "specificity": 0.7, "modality": "US"},
+        )
     )
 
 

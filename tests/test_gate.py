@@ -24,6 +24,7 @@ from bcdiag.retrain_data import (
 from bcdiag.scans import read_scan
 from bcdiag.settings import Settings, get_settings
 from bcdiag.storage import Storage
+from bcdiag.storage.analysis_store import NewAnalysis
 
 RNG = np.random.default_rng(7)
 Y = np.repeat([1, 0], [60, 140])
@@ -140,9 +141,11 @@ def _confirm(storage: Storage, data: bytes, outcome: str, modality: str = "US") 
     metadata = read_scan(data, "scan.png", modality=modality).metadata.as_dict()
     scan = storage.store_scan(data, filename="scan.png", metadata=metadata, user="dr-a")
     analysis = storage.record_analysis(
-        scan_id=scan.id, user="dr-a", model_name="bcdiag-us", model_version="1",
-        model_sha256="c" * 64, probability=0.4, threshold=0.5, call="not suspicious",
-        heatmap_png=None, details={},
+        NewAnalysis(
+            scan_id=scan.id, user="dr-a", model_name="bcdiag-us", model_version="1",
+            model_sha256="c" * 64, probability=0.4, threshold=0.5, call="not suspicious",
+            heatmap_png=None,
+        )
     )  # fmt: skip
     storage.record_feedback(analysis.id, "dr-a", outcome)
 

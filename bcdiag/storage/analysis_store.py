@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -37,6 +37,26 @@ class AnalysisNotFound(BcdiagError):
 
 class InvalidOutcome(BcdiagError):
     """Feedback named an outcome that is not one of `FEEDBACK_OUTCOMES`."""
+
+
+@dataclass(frozen=True)
+class NewAnalysis:
+    """One model result on one stored scan, as the caller hands it to `record_analysis`.
+
+    ``details`` holds what `StoredAnalysis.details` lists, except ``heatmap_sha256``,
+    which storing the heatmap adds.
+    """
+
+    scan_id: int
+    user: str
+    model_name: str
+    model_version: str
+    model_sha256: str
+    probability: float
+    threshold: float
+    call: str
+    heatmap_png: bytes | None
+    details: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -121,54 +141,42 @@ class ConfirmedCase:
 
 
 def record_analysis(
-    sessions: sessionmaker[Session],
-    blobs: BlobStore,
-    *,
-    scan_id: int,
-    user: str,
-    model_name: str,
-    model_version: str,
-    model_sha256: str,
-    probability: float,
-    threshold: float,
-    call: str,
-    heatmap_png: bytes | None,
-    details: Mapping[str, Any],
+    sessions: sessionmaker[Session], blobs: BlobStore, new: NewAnalysis
 ) -> StoredAnalysis:
     """Store the heatmap blob, then the analysis row and its audit event in one transaction.
 
     Raises:
         StorageError: the blob store or the database failed; no row was written.
     """
-    all_details = dict(details)
+    details = dict(new.details)
     key = None
-    if heatmap_png is not None:
-        heatmap_sha256 = hashlib.sha256(heatmap_png).hexdigest()
-        key = blobs.put(heatmap_sha256, heatmap_png)
-        all_details["heatmap_sha256"] = heatmap_sha256
+    if new.heatmap_png is not None:
+        heatmap_sha256 = hashlib.sha256(new.heatmap_png).hexdigest()
+        key = blobs.put(heatmap_sha256, new.heatmap_png)
+        details["heatmap_sha256"] = heatmap_sha256
     row = Analysis(
-        scan_id=scan_id,
-        user=user,
-        model_name=model_name,
-        model_version=model_version,
-        model_sha256=model_sha256,
-        probability=probability,
-        threshold=threshold,
-        call=call,
+        scan_id=new.scan_id,
+        user=new.user,
+        model_name=new.model_name,
+        model_version=new.model_version,
+        model_sha256=new.model_sha256,
+        probability=new.probability,
+        threshold=new.threshold,
+        call=new.call,
         heatmap_blob_key=key,
-        details=all_details,
+        details=details,
     )
     with sessions() as session, database_errors(_engine(session), "recording the analysis"):
         session.add(row)
         session.flush()
         record_audit(
             session,
-            user=user,
+            user=new.user,
             action="analysis.created",
             target=f"analysis:{row.id}",
-            details={"scan_id": scan_id, "model": f"{model_name}/{model_version}"},
+            details={"scan_id": new.scan_id, "model": f"{new.model_name}/{new.model_version}"},
         )
-        scan_sha256 = session.scalars(select(Scan.sha256).where(Scan.id == scan_id)).one()
+        scan_sha256 = session.scalars(select(Scan.sha256).where(Scan.id == new.scan_id)).one()
         session.commit()
     return StoredAnalysis.from_row(row, scan_sha256)
 

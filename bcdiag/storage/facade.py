@@ -12,7 +12,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bcdiag.settings import Settings, get_settings
 from bcdiag.storage import analysis_store, scan_store
-from bcdiag.storage.analysis_store import ConfirmedCase, StoredAnalysis, StoredFeedback
+from bcdiag.storage.analysis_store import (
+    ConfirmedCase,
+    NewAnalysis,
+    StoredAnalysis,
+    StoredFeedback,
+)
 from bcdiag.storage.blobs import BlobStore, open_blob_store
 from bcdiag.storage.database import (
     database_errors,
@@ -76,35 +81,9 @@ class Storage:
         """The stored file of ``scan``, checked against its hash."""
         return self.blobs.get(scan.sha256)
 
-    def record_analysis(
-        self,
-        *,
-        scan_id: int,
-        user: str,
-        model_name: str,
-        model_version: str,
-        model_sha256: str,
-        probability: float,
-        threshold: float,
-        call: str,
-        heatmap_png: bytes | None,
-        details: Mapping[str, Any],
-    ) -> StoredAnalysis:
+    def record_analysis(self, new: NewAnalysis) -> StoredAnalysis:
         """See `bcdiag.storage.analysis_store.record_analysis`."""
-        return analysis_store.record_analysis(
-            self.sessions,
-            self.blobs,
-            scan_id=scan_id,
-            user=user,
-            model_name=model_name,
-            model_version=model_version,
-            model_sha256=model_sha256,
-            probability=probability,
-            threshold=threshold,
-            call=call,
-            heatmap_png=heatmap_png,
-            details=details,
-        )
+        return analysis_store.record_analysis(self.sessions, self.blobs, new)
 
     def list_analyses(self, user: str, limit: int = 50) -> list[StoredAnalysis]:
         """The user's own analyses, newest first."""
