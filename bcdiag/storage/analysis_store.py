@@ -39,8 +39,20 @@ class InvalidOutcome(BcdiagError):
     """Feedback named an outcome that is not one of `FEEDBACK_OUTCOMES`."""
 
 
-@dataclass(frozen=True)
-class NewAnalysis:
+@dataclass(frozen=True, kw_only=True)
+class ModelResult:
+    """What a model said about one scan, and which model (name, version, artifact hash)."""
+
+    model_name: str
+    model_version: str
+    model_sha256: str
+    probability: float
+    threshold: float
+    call: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewAnalysis(ModelResult):
     """One model result on one stored scan, as the caller hands it to `record_analysis`.
 
     ``details`` holds what `StoredAnalysis.details` lists, except ``heatmap_sha256``,
@@ -49,18 +61,12 @@ class NewAnalysis:
 
     scan_id: int
     user: str
-    model_name: str
-    model_version: str
-    model_sha256: str
-    probability: float
-    threshold: float
-    call: str
     heatmap_png: bytes | None
     details: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class StoredAnalysis:
+@dataclass(frozen=True, kw_only=True)
+class StoredAnalysis(ModelResult):
     """An analysis row as plain data, with its scan's hash.
 
     ``details`` holds ``filename`` (as this user named the file), ``sensitivity``,
@@ -73,12 +79,6 @@ class StoredAnalysis:
     scan_sha256: str
     user: str
     created_at: datetime
-    model_name: str
-    model_version: str
-    model_sha256: str
-    probability: float
-    threshold: float
-    call: str
     heatmap_blob_key: str | None
     details: dict[str, Any]
 
