@@ -5,7 +5,10 @@ own threshold, chosen on its own validation data. The challenger passes when
 
 - the lower bound of the 95% DeLong interval of AUC(challenger) − AUC(champion) is
   above −``gate_auc_margin`` (non-inferiority), and
-- its sensitivity is at least the champion's − ``gate_sensitivity_margin``.
+- its sensitivity is at least the champion's − ``gate_sensitivity_margin``, and
+- its specificity is at least the champion's − ``gate_specificity_margin`` (looser:
+  a false alarm costs a recall, a missed cancer costs more), unless its sensitivity
+  gained at least what its specificity lost (a move along the ROC curve, not a loss).
 
 With no champion it passes when its own AUC's lower bound is above 0.5 (better than
 chance). `judge` is pure; `evaluate_challenger` loads the models and the data;
@@ -45,11 +48,16 @@ class Margins:
 
     auc: float = 0.02
     sensitivity: float = 0.05
+    specificity: float = 0.10
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Margins:
         """The margins configured in `settings`."""
-        return cls(settings.gate_auc_margin, settings.gate_sensitivity_margin)
+        return cls(
+            settings.gate_auc_margin,
+            settings.gate_sensitivity_margin,
+            settings.gate_specificity_margin,
+        )
 
 
 @dataclass(frozen=True)
@@ -156,14 +164,24 @@ def judge(
     difference = paired_auc_difference(labels, challenger.probabilities, champion.probabilities)
     auc_ok = difference.low > -margins.auc
     sensitivity_ok = new.sensitivity >= old.sensitivity - margins.sensitivity - 1e-12
+    specificity_lost = old.specificity - new.specificity
+    offset = new.sensitivity - old.sensitivity >= specificity_lost - 1e-12
+    specificity_ok = specificity_lost <= margins.specificity + 1e-12 or offset
     parts = [
         f"AUC {new.auc.auc:.3f} vs {old.auc.auc:.3f}, difference {difference.delta:+.3f} "
         f"[{difference.low:+.3f}, {difference.high:+.3f}]: lower bound "
         f"{'above' if auc_ok else 'not above'} -{margins.auc}",
         f"sensitivity {new.sensitivity:.3f} vs {old.sensitivity:.3f} "
         f"{'within' if sensitivity_ok else 'more than'} {margins.sensitivity} below",
+        f"specificity {new.specificity:.3f} vs {old.specificity:.3f} "
+        + (
+            f"within {margins.specificity} below"
+            if specificity_lost <= margins.specificity + 1e-12
+            else f"more than {margins.specificity} below, "
+            + ("offset by the sensitivity gained" if offset else "not offset by sensitivity")
+        ),
     ]
-    passed = auc_ok and sensitivity_ok
+    passed = auc_ok and sensitivity_ok and specificity_ok
     reason = f"{'non-inferior' if passed else 'rejected'}: {'; '.join(parts)}"
     decision = PROMOTED if passed else REJECTED
     return GateDecision(decision, reason, new, old, difference, margins, n, n_positive)

@@ -158,6 +158,11 @@ class Settings(BaseSettings):
         description="A challenger's locked-test sensitivity at its own (validation-chosen) "
         "threshold may be at most this much below the champion's.",
     )
+    gate_specificity_margin: float = Field(
+        default=0.10,
+        description="A challenger's locked-test specificity at its own (validation-chosen) "
+        "threshold may be at most this much below the champion's.",
+    )
     locked_test_us: list[str] = Field(
         default=["test-*"],
         description="Locked test set of the US gate: shell patterns over BreastMNIST "

@@ -72,13 +72,37 @@ def test_sensitivity_may_drop_by_the_margin_and_no_more() -> None:
     drop = {k: float(positives[k]) + 1e-9 for k in (3, 4)}  # threshold above k+1 positives…
     for k, threshold in drop.items():
         challenger = Scores("2", champion.probabilities, threshold)
-        decision = judge(Y, challenger, champion, Margins(sensitivity=0.05))
+        decision = judge(Y, challenger, champion, Margins(sensitivity=0.05, specificity=1.0))
         assert decision.champion is not None
         lost = decision.champion.sensitivity - decision.challenger.sensitivity
         # the same ranking (AUC difference 0); only the operating point differs
         assert decision.difference is not None and decision.difference.delta == 0
         assert decision.promoted == (lost <= 0.05 + 1e-12), (k, lost)
     assert not judge(Y, Scores("2", champion.probabilities, 0.99), champion, Margins()).promoted
+
+
+def test_specificity_may_drop_by_its_margin_and_no_more() -> None:
+    champion = _scores("1", 2.0, threshold=0.5)
+    negatives = np.sort(champion.probabilities[Y == 0])[::-1]
+    above = negatives[negatives < 0.5]  # negatives the champion calls correctly, highest first
+    for k in (13, 14, 15):  # a lower threshold turns the k highest of them into false alarms
+        challenger = Scores("2", champion.probabilities, float(above[k - 1]) - 1e-9)
+        decision = judge(Y, challenger, champion, Margins(sensitivity=1.0, specificity=0.10))
+        assert decision.champion is not None
+        lost = decision.champion.specificity - decision.challenger.specificity
+        assert lost == pytest.approx(k / 140)
+        assert decision.promoted == (lost <= 0.10 + 1e-12), (k, lost)
+        assert ("more than 0.1 below" in decision.reason) != decision.promoted
+
+
+def test_specificity_traded_for_as_much_sensitivity_passes() -> None:
+    never_flags = _scores("1", 2.0, threshold=1.0)  # specificity 1.0, sensitivity 0.0
+    challenger = _scores("2", 2.0, threshold=0.5)
+    decision = judge(Y, challenger, never_flags, Margins())
+    assert decision.champion is not None and decision.champion.specificity == 1.0
+    assert decision.challenger.specificity < 0.9 and decision.challenger.sensitivity > 0.8
+    assert decision.promoted, decision.reason
+    assert "offset by the sensitivity gained" in decision.reason
 
 
 def test_without_a_champion_the_auc_must_beat_chance() -> None:
@@ -104,7 +128,7 @@ def test_margins_and_locked_sets_are_settings(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("BCDIAG_GATE_AUC_MARGIN", "0.01")
     monkeypatch.setenv("BCDIAG_LOCKED_TEST_US", '["test-1*"]')
     settings = Settings()
-    assert Margins.from_settings(settings) == Margins(auc=0.01, sensitivity=0.05)
+    assert Margins.from_settings(settings) == Margins(auc=0.01, sensitivity=0.05, specificity=0.1)
     assert locked_patterns("US", settings) == ["test-1*"]
     assert settings.retrain_cron == "0 3 * * 0"  # weekly by default
 
