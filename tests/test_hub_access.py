@@ -38,6 +38,7 @@ PASSWORDS = {
     ADMIN: "horse battery staple 0",
 }
 START_TIMEOUT_S = 240  # hub + proxy + MLflow on a loaded 2-core machine
+LOCKOUT_S = 20
 ROLES = ("anonymous", "clinician", "researcher", "admin")
 
 
@@ -98,6 +99,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         "BCDIAG_APP_POOL_SIZE": "1",  # as `make run`: pages take preheated kernels
         "BCDIAG_APP_MAX_KERNELS": "30",  # pages fetched without a browser never close theirs
         "BCDIAG_TRAIN_ON_FIRST_START": "false",  # first start: tests/test_scheduler.py
+        "BCDIAG_LOCKOUT_SECONDS": str(LOCKOUT_S),  # short, so the test sees a lockout end
         "CONFIGPROXY_AUTH_TOKEN": proxy_token,  # lets the route-list test read the proxy table
         "PYTHONUNBUFFERED": "1",
     }
@@ -356,14 +358,18 @@ def test_anonymous_service_requests_redirect_without_an_error(platform: Platform
 
 
 @pytest.mark.slow
-def test_lockout_after_five_bad_passwords(platform: Platform) -> None:
+def test_lockout_after_five_bad_passwords_and_its_end(platform: Platform) -> None:
     add_user(platform.env, "locked-out", "clinicians")
+    password = PASSWORDS.get("locked-out", "horse battery staple 9")
     for _ in range(5):
         failed = login(platform, "locked-out", "wrong password!!")
         assert failed.status_code == 200 and "Invalid username or password" in failed.text
-    refused = login(platform, "locked-out", PASSWORDS.get("locked-out", "horse battery staple 9"))
+    locked_at = time.monotonic()
+    refused = login(platform, "locked-out", password)
     assert refused.status_code != 302, "the right password must not open a locked account"
     assert login(platform, CLINICIAN).status_code == 302, "others are not locked out"
+    time.sleep(max(0.0, locked_at + LOCKOUT_S + 1.5 - time.monotonic()))
+    assert login(platform, "locked-out", password).status_code == 302, "the lockout ends"
 
 
 @pytest.mark.slow
