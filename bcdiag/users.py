@@ -11,7 +11,9 @@ JupyterHub's ORM, which the hub loads at its next start.
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
 import re
 import secrets
 import urllib.error
@@ -27,6 +29,12 @@ from bcdiag.errors import BcdiagError
 from bcdiag.settings import Settings
 
 USERNAME = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}")
+
+
+def acting_user() -> str:
+    """Who runs this process, for the audit trail: the hub user of a JupyterLab
+    server or hub service (``JUPYTERHUB_USER``), else the OS account."""
+    return os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
 
 
 class AccountError(BcdiagError):

@@ -48,10 +48,12 @@ def home_storage(bcdiag_home: Path, mlflow_tracking: str) -> Iterator[Storage]:
         yield storage
 
 
-def _bcdiag(*args: str) -> subprocess.CompletedProcess[str]:
+def _bcdiag(*args: str, hub_user: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the CLI; `hub_user` as in a researcher's or admin's JupyterLab terminal."""
+    env = dict(os.environ) | ({"JUPYTERHUB_USER": hub_user} if hub_user else {})
     return subprocess.run(
         [sys.executable, "-m", "bcdiag", *args],
-        capture_output=True, text=True, timeout=600, check=False, env=dict(os.environ),
+        capture_output=True, text=True, timeout=600, check=False, env=env,
     )  # fmt: skip
 
 
@@ -107,7 +109,7 @@ def test_feedback_challenger_gate_rejection_and_rollback(
     weak.operating_point = dataclasses.replace(weak.operating_point, threshold=0.999)
     with mlflow.start_run():
         log_bundle(weak)
-    forced = _bcdiag("promote", "--force", "bcdiag-us", "1", "--json")
+    forced = _bcdiag("promote", "--force", "bcdiag-us", "1", "--json", hub_user="admin-ann")
     assert forced.returncode == 0, forced.stderr[-2000:]
     seconds = [0.0]  # the app's clock: it rechecks the champion alias every 30 s
     predictor = Predictor(champion_check_s=30.0, clock=lambda: seconds[0])
@@ -162,7 +164,7 @@ def test_feedback_challenger_gate_rejection_and_rollback(
 
     me = getpass.getuser()
     assert _audit(storage) == [
-        (me, "model.promoted-forced", "model:bcdiag-us/1"),
+        ("admin-ann", "model.promoted-forced", "model:bcdiag-us/1"),  # the hub user
         (me, "model.promoted", "model:bcdiag-us/2"),
         ("t", "model.rejected", "model:bcdiag-us/3"),
         (me, "model.rolled-back", "model:bcdiag-us/1"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import threading
@@ -15,6 +14,7 @@ from bcdiag.errors import BcdiagError
 from bcdiag.inference import Predictor
 from bcdiag.settings import get_settings
 from bcdiag.storage import Storage
+from bcdiag.users import acting_user
 
 # jhsingle-native-proxy's --forward-user-info header (a JSON user model, set by the proxy
 # after hub OAuth, any client copy removed), as Voilà's http_header_envs names it.
@@ -42,7 +42,7 @@ def current_user() -> str:
         return name
     if get_settings().app_behind_hub:
         raise BcdiagError("no signed-in user reached the app; open it through the hub")
-    return os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
+    return acting_user()
 
 
 @dataclass(frozen=True)

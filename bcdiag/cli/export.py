@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import sys
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import click
 from bcdiag.errors import BcdiagError
 from bcdiag.export import count, export_deidentified
 from bcdiag.storage import Storage
+from bcdiag.users import acting_user
 
 
 @click.command()
@@ -26,7 +26,7 @@ def export(deidentify: bool, out: Path) -> None:
         raise click.UsageError("bcdiag never exports identified data: pass --deidentify")
     try:
         with Storage.from_settings() as storage:
-            results = export_deidentified(storage, out, user=getpass.getuser())
+            results = export_deidentified(storage, out, user=acting_user())
     except BcdiagError as exc:
         raise click.ClickException(str(exc)) from exc
     for result in results:

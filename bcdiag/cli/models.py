@@ -7,7 +7,6 @@ system user who ran the command.
 from __future__ import annotations
 
 import contextlib
-import getpass
 import json
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import click
 
 from bcdiag.datasets.catalog import DATASETS
 from bcdiag.settings import get_settings
+from bcdiag.users import acting_user
 
 
 def _use_tracking_server() -> None:
@@ -45,7 +45,7 @@ def promote(name: str, version: str, force: bool, data_dir: Path | None, as_json
 
     _use_tracking_server()
     settings = get_settings()
-    user = getpass.getuser()
+    user = acting_user()
     with Storage.from_settings(settings) as storage:  # audited: open the trail before any move
         if force:
             replaced = set_champion(name, version)
@@ -83,7 +83,7 @@ def rollback(name: str, as_json: bool) -> None:
     with Storage.from_settings() as storage:
         restored, withdrawn = roll_back(name)
         storage.record_audit(
-            user=getpass.getuser(),
+            user=acting_user(),
             action="model.rolled-back",
             target=f"model:{name}/{restored}",
             details={"withdrawn": withdrawn},
@@ -135,7 +135,7 @@ def retrain(
             modalities=modalities or None,
             overrides={"epochs": epochs, "members": members},
             data_dir=data_dir,
-            user=getpass.getuser(),
+            user=acting_user(),
         )
     for outcome in outcomes:
         if as_json:
