@@ -9,12 +9,14 @@ the one recorded at registration.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import nn
 
@@ -50,6 +52,7 @@ class ModelBundle:
         default_factory=lambda: OperatingPointSpec(0.5, float("nan"), float("nan"), "default")
     )
     tta_flip: bool = True
+    tta_rotations: tuple[float, ...] = ()
     info: dict[str, Any] = field(default_factory=dict)
 
     def networks(self) -> list[nn.Module]:
@@ -61,21 +64,27 @@ class ModelBundle:
             nets.append(net.eval())
         return nets
 
+    def views(self, batch: torch.Tensor) -> list[torch.Tensor]:
+        """The test-time views of a normalised batch (N, 1, H, W) whose logits are averaged:
+        the image, its mirror (`tta_flip`), and each of them turned by `tta_rotations` degrees.
+        """
+        upright = [batch, batch.flip(3)] if self.tta_flip else [batch]
+        return upright + [rotate(view, d) for d in self.tta_rotations for view in upright]
+
     def logits(
         self, images: NDArray[np.float32], nets: list[nn.Module] | None = None
     ) -> NDArray[np.float32]:
         """Ensemble-mean malignancy logit per prepared image (N, size, size)."""
         nets = nets if nets is not None else self.networks()
         batch = (torch.from_numpy(np.ascontiguousarray(images))[:, None] - self.mean) / self.std
+        views = self.views(batch)
         total = torch.zeros(len(images))
         with torch.inference_mode():
             for net in nets:
-                views = [batch, batch.flip(3)] if self.tta_flip else [batch]
                 for view in views:
                     out = net(view)
                     total += out[:, 1] - out[:, 0]
-        count = len(nets) * (2 if self.tta_flip else 1)
-        return (total / count).numpy().astype(np.float32)
+        return (total / (len(nets) * len(views))).numpy().astype(np.float32)
 
     def probabilities(
         self, images: NDArray[np.float32], nets: list[nn.Module] | None = None
@@ -96,6 +105,7 @@ class ModelBundle:
             "temperature": self.temperature,
             "operating_point": asdict(self.operating_point),
             "tta_flip": self.tta_flip,
+            "tta_rotations": list(self.tta_rotations),
             "info": self.info,
         }
         torch.save(payload, path)
@@ -123,8 +133,19 @@ class ModelBundle:
             temperature=float(payload["temperature"]),
             operating_point=OperatingPointSpec(**payload["operating_point"]),
             tta_flip=bool(payload["tta_flip"]),
+            tta_rotations=tuple(float(d) for d in payload.get("tta_rotations", ())),
             info=dict(payload["info"]),
         )
+
+
+def rotate(batch: torch.Tensor, degrees: float) -> torch.Tensor:
+    """`batch` (N, C, H, W) turned by `degrees` about its centre, borders reflected
+    (as fastai's rotation augmentation pads in training)."""
+    angle = math.radians(degrees)
+    cos, sin = math.cos(angle), math.sin(angle)
+    theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], dtype=batch.dtype)
+    grid = F.affine_grid(theta.expand(len(batch), 2, 3), list(batch.shape), align_corners=False)
+    return F.grid_sample(batch, grid, padding_mode="reflection", align_corners=False)
 
 
 def file_sha256(path: Path) -> str:

@@ -1,9 +1,11 @@
 """Grad-CAM heatmaps of the malignant class, and their overlay on the scan as a PNG.
 
-The map is computed the way the bundle scores: on the normalised input, for every
-ensemble member and (when the bundle uses flip test-time augmentation) for the
-mirrored view too, mirrored back; the maps are averaged. Each map is scaled to
-[0, 1] by pytorch-grad-cam, so the average is in [0, 1] as well.
+The map is computed on the bundle's upright views: the normalised input, for every
+ensemble member and (when the bundle uses flip test-time augmentation) the mirrored
+view too, mirrored back; the maps are averaged. The turned views the score also
+averages (`ModelBundle.tta_rotations`, a few degrees) are left out: turning their
+maps back would blur the map more than they add. Each map is scaled to [0, 1] by
+pytorch-grad-cam, so the average is in [0, 1] as well.
 
 pytorch-grad-cam is imported with this module (~2 s on 2 cores), not on first use:
 the clinician app imports it while its kernel is preheated, before anyone uploads.

@@ -38,6 +38,9 @@ def test_quality_json_has_the_contract_fields(data_dir: Path) -> None:
     aucs = [seed["auc"] for seed in summary["per_seed"]]  # type: ignore[attr-defined]
     assert summary["auc_mean"] == pytest.approx(sum(aucs) / 2)
     assert all(0.0 <= a <= 1.0 for a in aucs)
+    argmax = [seed["acc_argmax"] for seed in summary["per_seed"]]  # type: ignore[attr-defined]
+    assert summary["acc_argmax_mean"] == pytest.approx(sum(argmax) / 2)
+    assert all(abs(a * 156 - round(a * 156)) < 1e-9 for a in argmax)  # counts of the 156 tests
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import torch
 from PIL import Image
 
 from bcdiag.architectures import build_model
-from bcdiag.bundle import ModelBundle
+from bcdiag.bundle import ModelBundle, rotate
 from bcdiag.datasets import ImageSet
 from bcdiag.errors import BcdiagError, ConfigurationError
 from bcdiag.preprocess import prepare
@@ -58,6 +59,23 @@ def test_saved_bundle_reloads_identically_and_refuses_a_changed_file(
     path.write_bytes(bytes(data))
     with pytest.raises(BcdiagError, match="refusing to load"):
         ModelBundle.load(path, sha)
+
+
+def test_rotated_views_are_averaged_saved_and_reloaded(
+    bundle: ModelBundle, images: ImageSet, tmp_path: Path
+) -> None:
+    square = torch.arange(25.0).reshape(1, 1, 5, 5)
+    torch.testing.assert_close(rotate(square, 90.0), torch.rot90(square, 1, dims=(2, 3)))
+    torch.testing.assert_close(rotate(square, 0.0), square)
+    turned = dataclasses.replace(bundle, tta_rotations=(-8.0, 8.0))
+    views = turned.views(torch.zeros(3, 1, 28, 28))
+    assert len(views) == 6 and all(v.shape == (3, 1, 28, 28) for v in views)
+    x = images.part("valid").x
+    assert not np.allclose(turned.logits(x), bundle.logits(x))  # the turned views count
+    path = tmp_path / "turned.pt"
+    again = ModelBundle.load(path, turned.save(path))
+    assert again.tta_rotations == (-8.0, 8.0)
+    np.testing.assert_allclose(again.logits(x), turned.logits(x), rtol=1e-6)
 
 
 def test_same_file_gives_same_tensor_in_training_and_inference(
