@@ -11,8 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import MAMMOGRAM_FOLDER, mammogram_folder
+from test_inference import breastmnist_png
 
-from bcdiag.datasets import ImageSet, breastmnist, mias
+from bcdiag.datasets import ImageSet, breastmnist, folder, mias
 from bcdiag.datasets.download import download
 from bcdiag.errors import BcdiagError
 
@@ -53,6 +55,68 @@ def test_mias_splits_by_patient(data_dir: Path) -> None:
     assert all(len(splits) == 1 for splits in split_of.values())
     other = mias.load(data_dir, image_size=32, seed=4)
     assert list(other.split) != list(images.split)
+
+
+def test_folder_of_own_scans_keeps_labels_patients_and_given_splits(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    images = folder.load(mammogram_folder(data_dir, tmp_path / "own"), image_size=32)
+    assert (images.name, images.modality, len(images)) == ("own", "MG", len(MAMMOGRAM_FOLDER))
+    assert images.x.shape == (20, 32, 32) and images.x.dtype == np.float32
+    malignant = {i for i, y in zip(images.ids, images.y, strict=True) if y == 1}
+    assert malignant == {
+        "films/mdb023.png", "films/mdb028.png", "films/mdb058.png", "films/mdb090.png",
+        "films/mdb072.png",
+        "films/cbisddsm_Mass-Test_P_00820_LEFT_CC_malignant_quarter.dcm",
+    }  # fmt: skip
+    assert list(images.split) == [split for _, _, split in MAMMOGRAM_FOLDER]
+    assert images.groups[-1] == "P_00820"
+
+
+def test_folder_without_split_column_is_split_by_patient(data_dir: Path, tmp_path: Path) -> None:
+    own = mammogram_folder(data_dir, tmp_path / "own", with_split=False)
+    images = folder.load(own, image_size=16, seed=1)
+    split_of: dict[str, set[str]] = {}
+    for group, split in zip(images.groups, images.split, strict=True):
+        split_of.setdefault(group, set()).add(str(split))
+    assert len(split_of) == 11 and all(len(s) == 1 for s in split_of.values())
+    assert {str(s) for s in images.split} == {"train", "valid", "test"}
+
+
+def test_folder_names_every_unusable_row(data_dir: Path, tmp_path: Path) -> None:
+    own = mammogram_folder(data_dir, tmp_path / "own")
+    (own / "films" / "notes.png").write_text("not an image")
+    (tmp_path / "outside.png").write_bytes((own / "films" / "mdb001.png").read_bytes())
+    with (own / "labels.csv").open("a") as stream:
+        stream.write("films/notes.png,benign,p900,MG,train\n")
+        stream.write("films/mdb002.png,probably benign,p001,MG,train\n")
+        stream.write("../outside.png,benign,p901,MG,train\n")
+        stream.write("films/missing.png,benign,p902,MG,train\n")
+    with pytest.raises(folder.FolderDataError) as error:
+        folder.load(own, image_size=16)
+    message = str(error.value)
+    assert "4 problem(s)" in message
+    assert "line 22: " in message and "notes.png" in message
+    assert "line 23: label 'probably benign' is not one of" in message
+    assert "line 24: ../outside.png is outside" in message
+    assert "line 25: " in message and "missing.png" in message
+
+
+def test_folder_refuses_mixed_modalities_split_patients_and_missing_labels(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    own = mammogram_folder(data_dir, tmp_path / "own")
+    (own / "us.png").write_bytes(breastmnist_png(data_dir, 0))
+    original = (own / "labels.csv").read_text()
+    (own / "labels.csv").write_text(original + "us.png,benign,u1,US,train\n")
+    with pytest.raises(folder.FolderDataError, match=r"mix modalities \['MG', 'US'\]"):
+        folder.load(own, image_size=16)
+    (own / "labels.csv").write_text(original.replace("p001,MG,train", "p001,MG,valid", 1))
+    with pytest.raises(folder.FolderDataError, match=r"patient\(s\) p001 appear in two splits"):
+        folder.load(own, image_size=16)
+    (own / "labels.csv").unlink()
+    with pytest.raises(folder.FolderDataError, match=r"labels\.csv is missing"):
+        folder.load(own, image_size=16)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import mammogram_folder
 from mlflow import MlflowClient
 from mlflow_server import MlflowServer
 from sqlalchemy import select
@@ -86,6 +87,26 @@ def test_train_evaluate_promote_through_the_cli(
     runs = client.search_runs([mlflow_tracking], "params.model_version = '1'")
     assert len(runs) == 1
     assert runs[0].data.metrics["test_auc"] == pytest.approx(run.data.metrics["test_auc"])
+
+
+@pytest.mark.slow
+def test_train_on_a_folder_of_own_mammograms_registers_bcdiag_mg(
+    mlflow_server: MlflowServer, mlflow_tracking: str, data_dir: Path, tmp_path: Path
+) -> None:
+    own = mammogram_folder(data_dir, tmp_path / "own-films")
+    client = MlflowClient(mlflow_server.url)
+    experiment = client.get_experiment(mlflow_tracking).name
+    trained = _bcdiag(
+        mlflow_server, "train", "--dataset", "folder", "--data-dir", str(own),
+        "--image-size", "32", "--epochs", "1", "--members", "1",
+        "--experiment", experiment, "--json",
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    run_id = json.loads(trained.stdout.strip().splitlines()[-1])["run_id"]
+    params = client.get_run(run_id).data.params
+    assert (params["dataset"], params["image_size"]) == ("folder", "32")
+    assert (params["n_train"], params["n_valid"], params["n_test"]) == ("8", "6", "6")
+    assert client.get_model_version("bcdiag-mg", "1").run_id == run_id  # mammograms: the MG model
 
 
 def test_failed_notebook_marks_the_run_failed_and_keeps_the_notebook(

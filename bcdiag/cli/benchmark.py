@@ -11,6 +11,7 @@ from typing import TypeVar
 
 import click
 
+from bcdiag.datasets.catalog import DATASETS
 from bcdiag.settings import get_settings
 
 F = TypeVar("F", bound=Callable[..., None])
@@ -57,7 +58,7 @@ def quality(
 
 
 @benchmark.command()
-@click.option("--dataset", type=click.Choice(["mias", "breastmnist"]), default="mias")
+@click.option("--dataset", type=click.Choice(DATASETS), default="mias", show_default=True)
 @click.option("--folds", type=int, default=5, show_default=True)
 @click.option("--image-size", type=int, help="Override the recipe's input size.")
 @_recipe_options

@@ -57,3 +57,16 @@ class ImageSet:
 
     def __len__(self) -> int:
         return len(self.y)
+
+
+def patient_splits(
+    patients: list[str], seed: int, fractions: tuple[float, float] = (0.6, 0.2)
+) -> dict[str, str]:
+    """Assign each distinct patient to train / valid / test at random (seeded)."""
+    unique = sorted(set(patients))
+    order = np.random.default_rng(seed).permutation(len(unique))
+    n_train = round(fractions[0] * len(unique))
+    n_valid = round(fractions[1] * len(unique))
+    names = ["train"] * n_train + ["valid"] * n_valid
+    names += ["test"] * (len(unique) - len(names))
+    return {unique[i]: names[rank] for rank, i in enumerate(order)}
