@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MAMMOGRAM_FOLDER, mammogram_folder
+from own_folder import MAMMOGRAM_FOLDER, mammogram_folder
 from test_inference import breastmnist_png
 
 from bcdiag.datasets import ImageSet, breastmnist, folder, mias

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import mammogram_folder
 from mlflow import MlflowClient
 from mlflow_server import MlflowServer
+from own_folder import mammogram_folder
 from sqlalchemy import select
 
 from bcdiag.settings import get_settings
