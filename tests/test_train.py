@@ -67,11 +67,13 @@ def test_rotated_views_are_averaged_saved_and_reloaded(
     square = torch.arange(25.0).reshape(1, 1, 5, 5)
     torch.testing.assert_close(rotate(square, 90.0), torch.rot90(square, 1, dims=(2, 3)))
     torch.testing.assert_close(rotate(square, 0.0), square)
-    turned = dataclasses.replace(bundle, tta_rotations=(-8.0, 8.0))
+    assert bundle.tta_rotations == (-8.0, 8.0)  # the recipe's
+    turned, upright = bundle, dataclasses.replace(bundle, tta_rotations=())
     views = turned.views(torch.zeros(3, 1, 28, 28))
     assert len(views) == 6 and all(v.shape == (3, 1, 28, 28) for v in views)
+    assert len(upright.views(torch.zeros(3, 1, 28, 28))) == 2
     x = images.part("valid").x
-    assert not np.allclose(turned.logits(x), bundle.logits(x))  # the turned views count
+    assert not np.allclose(turned.logits(x), upright.logits(x))  # the turned views count
     path = tmp_path / "turned.pt"
     again = ModelBundle.load(path, turned.save(path))
     assert again.tta_rotations == (-8.0, 8.0)
