@@ -107,14 +107,13 @@ def train_challenger(
 
     import mlflow
 
-    from bcdiag.datasets.catalog import load_dataset
     from bcdiag.pipeline import TrainingResult, evaluate_bundle, log_evaluation
     from bcdiag.registry import log_bundle
     from bcdiag.retrain_data import (
         FeedbackCounts,
         base_dataset,
         confirmed_set,
-        locked_patterns,
+        load_base,
         retraining_set,
     )
     from bcdiag.tracking import MLflowCallback
@@ -122,13 +121,13 @@ def train_challenger(
 
     start = time.perf_counter()
     settings = get_settings()
-    dataset = base_dataset(modality)
-    base = load_dataset(dataset, data_dir, config.image_size, config.seed)
+    dataset = base_dataset(modality, settings)
+    base = load_base(modality, data_dir, config.image_size, settings, config.seed)
     confirmed, counts = base.subset(np.zeros(len(base), dtype=bool)), FeedbackCounts()  # none
     if use_confirmed:
         with Storage.from_settings(settings) as storage:
             confirmed, counts = confirmed_set(storage, modality, config.image_size)
-    images, counts = retraining_set(base, confirmed, locked_patterns(modality, settings), counts)
+    images, counts = retraining_set(base, confirmed, counts)
     mlflow.set_experiment(experiment)
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else f"retrain-{modality}"):
         mlflow.log_params({"dataset": dataset, "modality": modality, **config.as_params()})
@@ -185,17 +184,17 @@ def _cycle(
     experiment: str,
 ) -> CycleOutcome:
     from bcdiag.registry import champion, model_name_for
-    from bcdiag.retrain_data import base_dataset, missing_base_data
+    from bcdiag.retrain_data import missing_base_data
 
     name = model_name_for(modality)
-    missing = missing_base_data(modality, data_dir)
+    missing = missing_base_data(modality, data_dir, settings)
     if missing is not None or data_dir is None:
         return CycleOutcome(name, modality, SKIPPED, f"skipped: {missing}")
     current = champion(name)
     faced = None if current is None else current.version
     outcome = CycleOutcome(name, modality, FAILED, "", champion_version=faced)
     try:
-        outcome = _challenge(outcome, base_dataset(modality), data_dir, overrides, experiment)
+        outcome = _challenge(outcome, data_dir, overrides, experiment)
         return _decide(outcome, data_dir, storage, settings, user)
     except Exception as error:
         _record_failure(outcome, error, storage, user)
@@ -206,16 +205,17 @@ def _cycle(
 
 def _challenge(
     outcome: CycleOutcome,
-    dataset: str,
     data_dir: Path,
     overrides: dict[str, Any],
     experiment: str,
 ) -> CycleOutcome:
     from bcdiag.notebook_runs import run_notebook
     from bcdiag.registry import version_of_run
+    from bcdiag.retrain_data import BASE_DATASETS
     from bcdiag.train import recipe_for
 
-    config = recipe_for(dataset, **overrides)
+    # The recipe of the modality's public set, also for a site's own folder.
+    config = recipe_for(BASE_DATASETS[outcome.modality], **overrides)
     parameters = {
         "modality": outcome.modality,
         **{k: v for k, v in config.as_params().items() if k in _NOTEBOOK_PARAMETERS},

@@ -5,6 +5,9 @@
   patient ids; a BreastMNIST image is its own patient). Locked patients go to the
   ``test`` split and only there; other patients keep their split, except that an
   unlocked ``test`` patient moves to ``train``. Thresholds are chosen on ``valid``.
+  A site with its own labelled scans sets ``base_folder_us`` / ``base_folder_mg`` (a
+  `bcdiag.datasets.folder` folder with a split column): it replaces the public set,
+  and its ``test`` rows are the locked test set.
 - The **confirmed cases**: stored scans whose analyses clinicians confirmed,
   de-duplicated by sha256 (the newest confirmation wins), added to ``train`` only.
   bcdiag keeps no patient identifiers, so each is its own group; one that is a
@@ -20,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bcdiag.datasets import ImageSet, breastmnist
+from bcdiag.datasets import ImageSet, breastmnist, folder
 from bcdiag.datasets.catalog import load_dataset
 from bcdiag.errors import BcdiagError, ConfigurationError, ScanRejected
 from bcdiag.preprocess import prepare
@@ -44,23 +47,43 @@ class FeedbackCounts:
     used: int = 0
 
 
-def base_dataset(modality: str) -> str:
-    """The public data set a modality's models start from."""
+def base_folder(modality: str, settings: Settings) -> Path | None:
+    """This site's own base folder for the modality, if one is configured."""
     if modality not in BASE_DATASETS:
         raise ConfigurationError(
             f"no base data set for modality {modality!r}; choose one of {', '.join(BASE_DATASETS)}"
         )
-    return BASE_DATASETS[modality]
+    return {"US": settings.base_folder_us, "MG": settings.base_folder_mg}[modality]
 
 
-def missing_base_data(modality: str, data_dir: Path | None) -> str | None:
+def base_dataset(modality: str, settings: Settings) -> str:
+    """The name of the data set a modality's models start from (``folder`` for a site's own)."""
+    return "folder" if base_folder(modality, settings) else BASE_DATASETS[modality]
+
+
+def missing_base_data(modality: str, data_dir: Path | None, settings: Settings) -> str | None:
     """Why the modality cannot be retrained here, or None when its base data is present."""
+    own = base_folder(modality, settings)
+    if own is not None:
+        labels = own / folder.LABELS_FILE
+        return None if labels.is_file() else f"its base folder has no labels ({labels} is missing)"
     if data_dir is None:
         return "BCDIAG_DATA_DIR is not set, so there is no base data set"
     path = data_dir / _BASE_FILES[modality]
     if not path.exists():
-        return f"its base data set {base_dataset(modality)} is missing ({path} does not exist)"
+        return f"its base data set {BASE_DATASETS[modality]} is missing ({path} does not exist)"
     return None
+
+
+def load_base(
+    modality: str, data_dir: Path, image_size: int, settings: Settings, seed: int = 0
+) -> ImageSet:
+    """The modality's base set, prepared at `image_size`, with its locked test set as ``test``."""
+    own = base_folder(modality, settings)
+    if own is not None:
+        return folder.load(own, image_size, seed, split_required=True)
+    base = load_dataset(BASE_DATASETS[modality], data_dir, image_size, seed)
+    return lock_test_split(base, locked_patterns(modality, settings))
 
 
 def locked_patterns(modality: str, settings: Settings) -> list[str]:
@@ -89,8 +112,7 @@ def lock_test_split(images: ImageSet, patterns: list[str]) -> ImageSet:
 
 def locked_test_set(modality: str, data_dir: Path, image_size: int, settings: Settings) -> ImageSet:
     """The modality's locked test set, prepared at `image_size`."""
-    base = load_dataset(base_dataset(modality), data_dir, image_size)
-    return lock_test_split(base, locked_patterns(modality, settings)).part("test")
+    return load_base(modality, data_dir, image_size, settings).part("test")
 
 
 def confirmed_set(
@@ -132,10 +154,10 @@ def confirmed_set(
 
 
 def retraining_set(
-    base: ImageSet, confirmed: ImageSet, patterns: list[str], counts: FeedbackCounts
+    locked: ImageSet, confirmed: ImageSet, counts: FeedbackCounts
 ) -> tuple[ImageSet, FeedbackCounts]:
-    """The base set with its locked test split, plus the confirmed cases in ``train``."""
-    locked = lock_test_split(base, patterns)
+    """The base set with its locked test split (`load_base`), plus the confirmed cases in
+    ``train``."""
     held_out = locked.subset(locked.split != "train")
     near = _near_duplicates(held_out, confirmed)
     added = confirmed.subset(~near)

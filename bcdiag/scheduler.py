@@ -131,15 +131,15 @@ def first_start(settings: Settings, scheduler: Scheduler) -> Firing | None:
     trainable = [
         m
         for m in settings.retrain_modalities
-        if missing_base_data(m, folder) is None or (downloadable and m == "US")
+        if missing_base_data(m, folder, settings) is None or (downloadable and m == "US")
     ]
     missing = [m for m in trainable if champion(model_name_for(m)) is None]
     if not missing:
         return None
-    if downloadable and missing_base_data("US", folder) is not None:
+    if downloadable and missing_base_data("US", folder, settings) is not None:
         _fetch_breastmnist(folder)
     print(
-        f"first start: no champion for {', '.join(missing)}; training one from {folder} now",
+        f"first start: no champion for {', '.join(missing)}; training one now",
         file=sys.stderr,
         flush=True,
     )

@@ -173,6 +173,16 @@ class Settings(BaseSettings):
         description="Locked test set of the MG gate: shell patterns over mini-MIAS patient "
         "ids (JSON list). Default: 32 of 161 patients (64 films, 10 malignant).",
     )
+    base_folder_us: Path | None = Field(
+        default=None,
+        description="This site's own labelled ultrasound scans (a `--dataset folder` folder "
+        "whose labels.csv has a split column) to retrain on instead of BreastMNIST; its "
+        "test rows are then the locked test set of the gate.",
+    )
+    base_folder_mg: Path | None = Field(
+        default=None,
+        description="As BCDIAG_BASE_FOLDER_US, for mammograms instead of mini-MIAS.",
+    )
 
     # platform (hub)
     hub_api_port: int = Field(

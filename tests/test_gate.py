@@ -8,16 +8,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from own_folder import MAMMOGRAM_FOLDER, mammogram_folder
 from PIL import Image
 
 from bcdiag.datasets import ImageSet
+from bcdiag.datasets.folder import FolderDataError
 from bcdiag.datasets.mias import load as load_mias
 from bcdiag.gate import PROMOTED, REJECTED, Margins, Scores, judge
 from bcdiag.metrics import paired_auc_difference
 from bcdiag.retrain_data import (
+    base_dataset,
     confirmed_set,
+    load_base,
     lock_test_split,
     locked_patterns,
+    locked_test_set,
     missing_base_data,
     retraining_set,
 )
@@ -190,8 +195,8 @@ def test_confirmed_scans_join_training_only_and_never_a_locked_image(
     assert len(confirmed) == 4 and set(confirmed.split) == {"train"}
     assert sorted(confirmed.y.tolist()) == [0, 0, 1, 1]
 
-    patterns = locked_patterns("US", get_settings())
-    merged, counts = retraining_set(breastmnist, confirmed, patterns, counts)
+    locked = lock_test_split(breastmnist, locked_patterns("US", get_settings()))
+    merged, counts = retraining_set(locked, confirmed, counts)
     assert (counts.near_locked, counts.used) == (2, 2)
     for split in ("valid", "test"):
         assert np.array_equal(merged.part(split).x, breastmnist.part(split).x)
@@ -200,6 +205,28 @@ def test_confirmed_scans_join_training_only_and_never_a_locked_image(
 
 
 def test_missing_base_data_is_named(tmp_path: Path, data_dir: Path) -> None:
-    assert missing_base_data("US", data_dir) is None and missing_base_data("MG", data_dir) is None
-    assert "BCDIAG_DATA_DIR is not set" in str(missing_base_data("US", None))
-    assert "base data set mias is missing" in str(missing_base_data("MG", tmp_path))
+    settings = get_settings()
+    assert missing_base_data("US", data_dir, settings) is None
+    assert missing_base_data("MG", data_dir, settings) is None
+    assert "BCDIAG_DATA_DIR is not set" in str(missing_base_data("US", None, settings))
+    assert "base data set mias is missing" in str(missing_base_data("MG", tmp_path, settings))
+    own = Settings(base_folder_mg=tmp_path / "films")
+    assert "films/labels.csv is missing" in str(missing_base_data("MG", data_dir, own))
+
+
+def test_a_site_folder_replaces_the_public_base_and_its_test_rows_are_locked(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    own = Settings(base_folder_mg=mammogram_folder(data_dir, tmp_path / "films"))
+    assert base_dataset("MG", own) == "folder" and base_dataset("US", own) == "breastmnist"
+    assert missing_base_data("MG", None, own) is None  # no BCDIAG_DATA_DIR needed
+    locked = locked_test_set("MG", data_dir, 32, own)
+    assert locked.ids == [
+        f"films/{Path(f).name}" for f, _, split in MAMMOGRAM_FOLDER if split == "test"
+    ]
+    assert set(locked.split) == {"test"} and int(locked.y.sum()) == 2
+    unsplit = Settings(
+        base_folder_mg=mammogram_folder(data_dir, tmp_path / "unsplit", with_split=False)
+    )
+    with pytest.raises(FolderDataError, match="needs a split column"):
+        load_base("MG", data_dir, 32, unsplit)

@@ -22,6 +22,7 @@ import mlflow
 import numpy as np
 import pytest
 from mlflow import MlflowClient
+from own_folder import mammogram_folder
 from sqlalchemy import select
 from test_inference import breastmnist_png
 
@@ -169,6 +170,23 @@ def test_feedback_challenger_gate_rejection_and_rollback(
         ("t", "model.rejected", "model:bcdiag-us/3"),
         (me, "model.rolled-back", "model:bcdiag-us/1"),
     ]
+
+
+def test_a_cycle_trains_and_locks_on_a_site_folder_of_mammograms(
+    home_storage: Storage, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own = mammogram_folder(data_dir, tmp_path / "site-films")
+    monkeypatch.setenv("BCDIAG_BASE_FOLDER_MG", str(own))  # the notebook kernel inherits it
+    get_settings.cache_clear()
+    (outcome,) = run_cycle(
+        modalities=["MG"], data_dir=tmp_path / "no-public-data",
+        overrides={"epochs": 1, "members": 1, "image_size": 32}, user="t",
+    )  # fmt: skip
+    assert (outcome.model, outcome.challenger_version) == ("bcdiag-mg", "1"), outcome.reason
+    assert outcome.reason.startswith("no champion yet")  # judged on the folder's test rows
+    params = MlflowClient().get_run(outcome.run_id).data.params
+    assert params["dataset"] == "folder"
+    assert (params["n_train"], params["n_valid"], params["n_test_locked"]) == ("8", "6", "6")
 
 
 def test_a_failed_cycle_is_visible_and_leaves_the_champion(

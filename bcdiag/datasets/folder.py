@@ -37,8 +37,13 @@ class FolderDataError(BcdiagError):
     """The folder's labels or files cannot make a data set; the message lists why."""
 
 
-def load(folder: Path, image_size: int, seed: int = 0) -> ImageSet:
-    """Every labelled image of `folder`, prepared at `image_size`, split by patient."""
+def load(folder: Path, image_size: int, seed: int = 0, *, split_required: bool = False) -> ImageSet:
+    """Every labelled image of `folder`, prepared at `image_size`, split by patient.
+
+    Args:
+        split_required: refuse a labels.csv without a split column (a locked test set
+            must not move when images are added).
+    """
     rows = _read_labels(folder)
     problems: list[str] = []
     xs, ys, ids, groups, splits, modalities = [], [], [], [], [], set()
@@ -87,7 +92,7 @@ def load(folder: Path, image_size: int, seed: int = 0) -> ImageSet:
         np.asarray(ys, dtype=np.int64),
         ids,
         groups,
-        np.asarray(_splits(splits, groups, seed)),
+        np.asarray(_splits(splits, groups, seed, required=split_required)),
     )
 
 
@@ -110,8 +115,13 @@ def _read_labels(folder: Path) -> list[tuple[int, dict[str, str]]]:
     return rows
 
 
-def _splits(given: list[str], groups: list[str], seed: int) -> list[str]:
+def _splits(given: list[str], groups: list[str], seed: int, *, required: bool) -> list[str]:
     """The ``split`` column when every row has one, else a seeded split by patient."""
+    if not any(given) and required:
+        raise FolderDataError(
+            "labels.csv needs a split column (train / valid / test on every row): its test "
+            "rows are the locked test set, which must stay fixed"
+        )
     if not any(given):
         assignment = patient_splits(groups, seed)
         return [assignment[g] for g in groups]
