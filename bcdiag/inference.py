@@ -258,10 +258,15 @@ class _AliasLookup:
             self.done.set()
 
     def expired(self, now: float, check_s: float) -> bool:
-        """Finished with an error, or answered at least ``check_s`` seconds ago."""
+        """Finished with an error or with no champion, or answered ``check_s`` seconds ago.
+
+        "No champion" is never kept: the upload after a first promotion uses it at once.
+        """
         if not self.done.is_set():
             return False
-        return self.error is not None or now - self.finished_at >= check_s
+        if self.error is not None or self.version is None:
+            return True
+        return now - self.finished_at >= check_s
 
 
 def _registered_at(uri: str, name: str, version: str) -> datetime:

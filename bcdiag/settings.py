@@ -112,8 +112,9 @@ class Settings(BaseSettings):
     champion_check_s: float = Field(
         default=30.0,
         description="Seconds a looked-up champion alias is reused before the model registry "
-        "is asked again: a newly promoted champion reaches running apps within this time, "
-        "and uploads in between pay no registry request. 0: ask on every analysis.",
+        "is asked again: a newly promoted champion reaches running apps within this time "
+        "(a modality's first champion at the next upload: 'none' is never reused), and "
+        "uploads in between pay no registry request. 0: ask on every analysis.",
     )
     registry_timeout_s: float = Field(
         default=10.0,

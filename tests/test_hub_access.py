@@ -101,9 +101,6 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         "BCDIAG_APP_MAX_KERNELS": "30",  # pages fetched without a browser never close theirs
         "BCDIAG_TRAIN_ON_FIRST_START": "false",  # first start: tests/test_scheduler.py
         "BCDIAG_LOCKOUT_SECONDS": str(LOCKOUT_S),  # short, so the test sees a lockout end
-        # A preheated kernel looked the champion up before the test registered one; it
-        # must not keep that "none" for the default 30 s.
-        "BCDIAG_CHAMPION_CHECK_S": "1",
         "CONFIGPROXY_AUTH_TOKEN": proxy_token,  # lets the route-list test read the proxy table
         "PYTHONUNBUFFERED": "1",
     }

@@ -152,6 +152,16 @@ def test_new_champion_is_used_without_a_new_predictor(
     assert loads == ["bcdiag-us/1", "bcdiag-us/2"]
 
 
+def test_a_first_champion_is_used_at_the_next_upload(
+    small_bundle: ModelBundle, us_scan: Scan
+) -> None:
+    predictor = Predictor(champion_check_s=30, clock=lambda: 1000.0)  # the clock stands still
+    with pytest.raises(NoModelError, match="no champion model for US yet"):
+        predictor.predict(us_scan, "a.png")
+    register(small_bundle)  # promoted a moment later: "none" was not kept for 30 s
+    assert predictor.predict(us_scan, "b.png").model.version == "1"
+
+
 def test_warm_up_loads_the_champions_once(
     small_bundle: ModelBundle, us_scan: Scan, loads: list[str]
 ) -> None:
