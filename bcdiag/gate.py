@@ -165,8 +165,9 @@ def judge(
     auc_ok = difference.low > -margins.auc
     sensitivity_ok = new.sensitivity >= old.sensitivity - margins.sensitivity - 1e-12
     specificity_lost = old.specificity - new.specificity
+    specificity_within = specificity_lost <= margins.specificity + 1e-12
     offset = new.sensitivity - old.sensitivity >= specificity_lost - 1e-12
-    specificity_ok = specificity_lost <= margins.specificity + 1e-12 or offset
+    specificity_ok = specificity_within or offset
     parts = [
         f"AUC {new.auc.auc:.3f} vs {old.auc.auc:.3f}, difference {difference.delta:+.3f} "
         f"[{difference.low:+.3f}, {difference.high:+.3f}]: lower bound "
@@ -176,7 +177,7 @@ def judge(
         f"specificity {new.specificity:.3f} vs {old.specificity:.3f} "
         + (
             f"within {margins.specificity} below"
-            if specificity_lost <= margins.specificity + 1e-12
+            if specificity_within
             else f"more than {margins.specificity} below, "
             + ("offset by the sensitivity gained" if offset else "not offset by sensitivity")
         ),

@@ -162,7 +162,8 @@ class Settings(BaseSettings):
     gate_specificity_margin: float = Field(
         default=0.10,
         description="A challenger's locked-test specificity at its own (validation-chosen) "
-        "threshold may be at most this much below the champion's.",
+        "threshold may be at most this much below the champion's, unless its sensitivity "
+        "gained at least as much.",
     )
     locked_test_us: list[str] = Field(
         default=["test-*"],

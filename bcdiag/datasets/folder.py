@@ -57,12 +57,12 @@ def load(folder: Path, image_size: int, seed: int = 0, *, split_required: bool =
         if label is None:
             problems.append(f"line {line}: label {row['label']!r} is not one of {sorted(LABELS)}")
             continue
-        verdict = judge_file(path, modality=(row.get("modality") or "").strip() or None)
+        verdict = judge_file(path, modality=_cell(row, "modality") or None)
         if verdict.scan is None:
             problems.append(f"line {line}: {verdict.message}")
             continue
         metadata = verdict.scan.metadata
-        laterality = metadata.laterality or (row.get("laterality") or "").strip().upper() or None
+        laterality = metadata.laterality or _cell(row, "laterality").upper() or None
         xs.append(
             prepare(
                 verdict.scan.image,
@@ -74,8 +74,8 @@ def load(folder: Path, image_size: int, seed: int = 0, *, split_required: bool =
         modalities.add(metadata.modality)
         ys.append(label)
         ids.append(name)
-        groups.append((row.get("patient") or "").strip() or name)
-        splits.append((row.get("split") or "").strip().lower())
+        groups.append(_cell(row, "patient") or name)
+        splits.append(_cell(row, "split").lower())
     if len(modalities) > 1:
         problems.append(f"the images mix modalities {sorted(map(str, modalities))}; use one")
     if problems:
@@ -94,6 +94,11 @@ def load(folder: Path, image_size: int, seed: int = 0, *, split_required: bool =
         groups,
         np.asarray(_splits(splits, groups, seed, required=split_required)),
     )
+
+
+def _cell(row: dict[str, str], column: str) -> str:
+    """A row's value in an optional column, stripped; "" when the column or value is absent."""
+    return (row.get(column) or "").strip()
 
 
 def _read_labels(folder: Path) -> list[tuple[int, dict[str, str]]]:
@@ -117,12 +122,12 @@ def _read_labels(folder: Path) -> list[tuple[int, dict[str, str]]]:
 
 def _splits(given: list[str], groups: list[str], seed: int, *, required: bool) -> list[str]:
     """The ``split`` column when every row has one, else a seeded split by patient."""
-    if not any(given) and required:
-        raise FolderDataError(
-            "labels.csv needs a split column (train / valid / test on every row): its test "
-            "rows are the locked test set, which must stay fixed"
-        )
     if not any(given):
+        if required:
+            raise FolderDataError(
+                "labels.csv needs a split column (train / valid / test on every row): its "
+                "test rows are the locked test set, which must stay fixed"
+            )
         assignment = patient_splits(groups, seed)
         return [assignment[g] for g in groups]
     if not all(s in SPLITS for s in given):
