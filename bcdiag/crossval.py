@@ -17,7 +17,8 @@ from bcdiag.datasets import ImageSet
 from bcdiag.errors import ConfigurationError
 from bcdiag.evaluate import Evaluation, evaluate
 from bcdiag.metrics import OperatingPoint, operating_point
-from bcdiag.train import TrainConfig, train_bundle
+from bcdiag.recipe import Recipe
+from bcdiag.train import train_bundle
 
 
 def patient_folds(groups: list[str], folds: int, seed: int) -> NDArray[np.int64]:
@@ -39,7 +40,7 @@ class CrossValidation:
     per_fold: list[Evaluation]
 
 
-def cross_validate(images: ImageSet, config: TrainConfig, folds: int = 5) -> CrossValidation:
+def cross_validate(images: ImageSet, config: Recipe, folds: int = 5) -> CrossValidation:
     """Train `folds` models; pool their out-of-fold predictions.
 
     The pooled AUC's interval (DeLong) treats images as independent; per-fold
@@ -57,7 +58,7 @@ def cross_validate(images: ImageSet, config: TrainConfig, folds: int = 5) -> Cro
     per_fold = []
     for k in range(folds):
         split = np.where(fold == k, "test", np.where(fold == (k + 1) % folds, "valid", "train"))
-        bundle = train_bundle(replace(images, split=split), replace(config, seed=config.seed + k))
+        bundle = train_bundle(replace(images, split=split), config.changed(seed=config.seed + k))
         test = fold == k
         probabilities[test] = bundle.probabilities(images.x[test])
         calls[test] = probabilities[test] >= bundle.operating_point.threshold

@@ -26,12 +26,13 @@ from fastai.distributed import DistributedDL, rank_distrib
 from fastai.learner import Learner
 
 from bcdiag.bundle import ModelBundle
-from bcdiag.datasets.catalog import load_dataset
+from bcdiag.datasets import ImageSet
 from bcdiag.errors import BcdiagError
+from bcdiag.recipe import Recipe
 from bcdiag.services import free_port
 from bcdiag.settings import get_settings
 from bcdiag.tracking import MLflowCallback, Tracker
-from bcdiag.train import TrainConfig, finish_bundle, fit_member, training_stats
+from bcdiag.train import finish_bundle, fit_member, training_stats
 
 
 class CpuDistributedDL(DistributedDL):  # type: ignore[misc]  # fastai is untyped
@@ -54,7 +55,7 @@ def fit_data_parallel(learner: Learner, epochs: int, lr: float) -> None:
 
 
 def train_bundle_distributed(
-    dataset: str, data_dir: Path, config: TrainConfig, processes: int, run_id: str | None = None
+    images: ImageSet, config: Recipe, processes: int, run_id: str | None = None
 ) -> ModelBundle:
     """Train on `processes` data-parallel processes on this machine; bundle in this one.
 
@@ -62,20 +63,19 @@ def train_bundle_distributed(
         run_id: an MLflow run that rank 0 logs per-epoch metrics to.
     """
     with tempfile.TemporaryDirectory() as folder:
-        weights = Path(folder) / "members.pt"
+        shared, weights = Path(folder) / "images.npz", Path(folder) / "members.pt"
+        images.save(shared)
         command = [
             sys.executable, "-m", "torch.distributed.run",
             f"--nproc_per_node={processes}", "--master_addr=127.0.0.1",
             f"--master_port={free_port()}",
             "-m", "bcdiag.distributed",
-            "--dataset", dataset, "--data-dir", str(data_dir),
-            "--config", json.dumps(config.as_params()), "--out", str(weights),
-            *(("--run-id", run_id) if run_id else ()),
+            "--images", str(shared), "--recipe", json.dumps(config.as_dict()),
+            "--out", str(weights), *(("--run-id", run_id) if run_id else ()),
         ]  # fmt: skip
         if subprocess.run(command, check=False).returncode != 0:
             raise BcdiagError(f"distributed training on {processes} processes failed (see above)")
         payload = torch.load(weights, map_location="cpu", weights_only=True)
-    images = load_dataset(dataset, data_dir, config.image_size, config.seed)
     info = {"world_size": int(payload["world_size"]), "backend": str(payload["backend"])}
     return finish_bundle(images, config, payload["members"], training_stats(images), info)
 
@@ -85,14 +85,14 @@ def _worker(argv: list[str] | None = None) -> None:
     from accelerate import PartialState
 
     parser = argparse.ArgumentParser()
-    for name in ("--dataset", "--data-dir", "--config", "--out"):
+    for name in ("--images", "--recipe", "--out"):
         parser.add_argument(name, required=True)
     parser.add_argument("--run-id")
     args = parser.parse_args(argv)
     torch.set_num_threads(get_settings().torch_threads)
     PartialState(cpu=not torch.cuda.is_available())  # joins the group torchrun set up
-    config = TrainConfig(**json.loads(args.config))
-    images = load_dataset(args.dataset, Path(args.data_dir), config.image_size, config.seed)
+    config = Recipe.parse(json.loads(args.recipe), "--recipe")
+    images = ImageSet.load(Path(args.images))
     stats = training_stats(images)
     rank_zero_logs = args.run_id and rank_distrib() == 0
     cbs = [MLflowCallback(Tracker(run_id=args.run_id))] if rank_zero_logs else []

@@ -1,6 +1,6 @@
-"""One training run end to end, as the training notebook and `bcdiag train` run it.
+"""One training run end to end, as `bcdiag train`, a retraining cycle and first start run it.
 
-Load the data set → train the ensemble (fastai, tracked per epoch) → calibrate and
+An image set and a recipe in → train the ensemble (fastai, tracked per epoch) → calibrate and
 choose the threshold on validation → evaluate on validation and the held-out
 test split → log metrics, plots and the model to MLflow → register it.
 """
@@ -9,22 +9,27 @@ from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import torch
 
 from bcdiag.bundle import ModelBundle
-from bcdiag.datasets import ImageSet
+from bcdiag.datasets import SPLITS, ImageSet
 from bcdiag.datasets.breastmnist import near_duplicates_of_train
 from bcdiag.datasets.catalog import load_dataset
+from bcdiag.distributed import train_bundle_distributed
 from bcdiag.errors import BcdiagError
 from bcdiag.evaluate import Evaluation, evaluate, format_table
 from bcdiag.plots import calibration_figure, confusion_figure, roc_figure, training_curves_figure
+from bcdiag.recipe import ARTIFACT as RECIPE_ARTIFACT
+from bcdiag.recipe import Recipe
 from bcdiag.registry import RegisteredModel, champion, latest_version, load_version, log_bundle
 from bcdiag.tracking import MLflowCallback
-from bcdiag.train import TrainConfig, train_bundle
+from bcdiag.train import train_bundle
 
 
 @dataclass(frozen=True)
@@ -93,31 +98,33 @@ def log_evaluation(
 
 
 def run_training(
-    dataset: str,
-    config: TrainConfig,
+    images: ImageSet,
+    recipe: Recipe,
     *,
-    data_dir: Path,
+    params: Mapping[str, Any],
     experiment: str = "bcdiag",
-    register: bool = True,
     run_id: str | None = None,
+    register: bool = True,
     processes: int = 1,
 ) -> TrainingResult:
-    """Train, evaluate, log and (optionally) register one model; returns the figures.
+    """Train, evaluate, log and (optionally) register one model: the one training run that
+    `bcdiag train`, a retraining cycle and first start all make.
 
     Args:
+        params: MLflow params about the data: ``dataset`` (``breastmnist``, ``folder``, …)
+            and whatever else the caller records (e.g. a retraining cycle's counts).
         run_id: an MLflow run to log into (papermill callers create it, so they can
             attach the executed notebook); default: a new run in `experiment`.
         processes: data-parallel training processes on this machine (`bcdiag.distributed`).
     """
     start = time.perf_counter()
-    images = load_dataset(dataset, data_dir, config.image_size, config.seed)
     mlflow.set_experiment(experiment)
-    run_name = f"{dataset}-{config.architecture}-seed{config.seed}"
+    run_name = f"{params['dataset']}-{recipe.architecture}-seed{recipe.seed}"
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name) as run:
-        mlflow.log_params({"dataset": dataset, **config.as_params()})
-        mlflow.log_params(
-            {f"n_{s}": int((images.split == s).sum()) for s in ("train", "valid", "test")}
-        )
+        mlflow.log_params({**params, "modality": images.modality, **recipe.as_params()})
+        mlflow.log_dict(recipe.as_dict(), RECIPE_ARTIFACT)
+        mlflow.log_params({f"n_{s}": int((images.split == s).sum()) for s in SPLITS})
+        mlflow.log_param("processes", processes)
         mlflow.set_tags(
             {
                 "machine": platform.machine(),
@@ -127,17 +134,12 @@ def run_training(
         )
         callback = MLflowCallback()
         if processes > 1:
-            from bcdiag.distributed import train_bundle_distributed
-
-            mlflow.log_param("processes", processes)
-            bundle = train_bundle_distributed(
-                dataset, data_dir, config, processes, run_id=run.info.run_id
-            )
+            bundle = train_bundle_distributed(images, recipe, processes, run_id=run.info.run_id)
         else:
-            bundle = train_bundle(images, config, cbs=[callback])
+            bundle = train_bundle(images, recipe, cbs=[callback])
         evaluations = evaluate_bundle(bundle, images)
         log_evaluation(bundle, images, evaluations, callback.history)
-        registered = log_bundle(bundle, registered_name=None) if register else None
+        registered = log_bundle(bundle) if register else None
         seconds = time.perf_counter() - start
         mlflow.log_metric("train_seconds", seconds)
     return TrainingResult(run.info.run_id, bundle, evaluations, registered, seconds)

@@ -12,13 +12,14 @@ import os
 import platform
 import statistics
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from bcdiag.datasets.breastmnist import load, near_duplicates_of_train
 from bcdiag.evaluate import Evaluation, evaluate
 from bcdiag.metrics import operating_point
-from bcdiag.train import TrainConfig, recipe_for, train_bundle
+from bcdiag.recipe import Recipe, recipe_for
+from bcdiag.train import train_bundle
 
 # MedMNIST v2 (Yang et al., Scientific Data 2023), BreastMNIST test AUC / ACC.
 PUBLISHED = {
@@ -47,7 +48,7 @@ class Repetition:
 class QualityReport:
     """All repetitions and their summary."""
 
-    config: TrainConfig
+    config: Recipe
     repetitions: list[Repetition]
     seconds: float
 
@@ -87,7 +88,7 @@ class QualityReport:
             ],
             "seconds": self.seconds,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
-            "config": self.config.as_params(),
+            "config": self.config.as_dict(),
         }
 
     def table(self) -> str:
@@ -112,7 +113,7 @@ class QualityReport:
         return "\n".join(lines)
 
 
-def run_quality(data_dir: Path, seeds: int, config: TrainConfig | None = None) -> QualityReport:
+def run_quality(data_dir: Path, seeds: int, config: Recipe | None = None) -> QualityReport:
     """Train and score `seeds` independent repetitions of the recipe."""
     base = config or recipe_for("breastmnist")
     images = load(data_dir, image_size=base.image_size)
@@ -123,7 +124,7 @@ def run_quality(data_dir: Path, seeds: int, config: TrainConfig | None = None) -
     repetitions = []
     for seed in range(seeds):
         began = time.perf_counter()
-        bundle = train_bundle(images, replace(base, seed=seed))
+        bundle = train_bundle(images, base.changed(seed=seed))
         threshold = bundle.operating_point.threshold
         probabilities = bundle.probabilities(test.x)
         repetitions.append(

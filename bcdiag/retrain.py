@@ -1,42 +1,33 @@
 """A retraining cycle: per modality, train a challenger, gate it, move the champion.
 
 For each modality: skip it (with the reason) when its base data set is missing;
-run ``notebooks/retrain.ipynb`` through papermill as one MLflow run — it calls
-`train_challenger`, which trains on the base data plus the clinician-confirmed
-scans (`bcdiag.retrain_data`) and registers the challenger; judge it against the
-champion on the locked test set (`bcdiag.gate`); record the decision in MLflow and
-the audit trail; and only then move ``champion`` (the replaced one keeps
-``previous-champion``). A failure leaves the champion where it was, marks the run
-FAILED and writes a ``retrain.failed`` audit event. A lock file under
-``BCDIAG_HOME`` keeps two cycles from ever running at once.
+run ``notebooks/retrain.ipynb`` through papermill as one MLflow run — it trains
+on the base data plus the clinician-confirmed scans (`bcdiag.retrain_data`) with
+`bcdiag.pipeline.run_training`, as `bcdiag train` does, and registers the
+challenger; judge it against the champion on the locked test set (`bcdiag.gate`);
+record the decision in MLflow and the audit trail; and only then move ``champion``
+(the replaced one keeps ``previous-champion``). A failure leaves the champion where
+it was, marks the run FAILED and writes a ``retrain.failed`` audit event. A lock
+file under ``BCDIAG_HOME`` keeps two cycles from ever running at once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
+from typing import Any
 
 from bcdiag.errors import BcdiagError
 from bcdiag.gate import GateDecision
+from bcdiag.recipe import Recipe, recipe_for
 from bcdiag.settings import Settings, get_settings
 from bcdiag.storage import Storage
-
-if TYPE_CHECKING:
-    from bcdiag.pipeline import TrainingResult
-    from bcdiag.train import TrainConfig
 
 LOCK_FILE = "retrain.lock"
 EXPERIMENT = "bcdiag-retrain"
 FAILED, SKIPPED = "failed", "skipped"
-_NOTEBOOK_PARAMETERS = (
-    "architecture", "image_size", "epochs", "members", "batch_size", "lr", "seed",
-    "threshold_rule",
-)  # fmt: skip
 
 
 class CycleRunning(BcdiagError):
@@ -89,61 +80,6 @@ def cycle_lock(settings: Settings) -> Iterator[None]:
         lock.release()
 
 
-def train_challenger(
-    modality: str,
-    config: TrainConfig,
-    *,
-    data_dir: Path,
-    experiment: str = EXPERIMENT,
-    run_id: str | None = None,
-    use_confirmed: bool = True,
-) -> TrainingResult:
-    """Train, evaluate, log and register a challenger (the retraining notebook's call).
-
-    Args:
-        use_confirmed: add the clinician-confirmed scans from storage to ``train``.
-    """
-    import time
-
-    import mlflow
-
-    from bcdiag.pipeline import TrainingResult, evaluate_bundle, log_evaluation
-    from bcdiag.registry import log_bundle
-    from bcdiag.retrain_data import (
-        FeedbackCounts,
-        base_dataset,
-        confirmed_set,
-        load_base,
-        retraining_set,
-    )
-    from bcdiag.tracking import MLflowCallback
-    from bcdiag.train import train_bundle
-
-    start = time.perf_counter()
-    settings = get_settings()
-    dataset = base_dataset(modality, settings)
-    base = load_base(modality, data_dir, config.image_size, settings, config.seed)
-    confirmed, counts = base.subset(np.zeros(len(base), dtype=bool)), FeedbackCounts()  # none
-    if use_confirmed:
-        with Storage.from_settings(settings) as storage:
-            confirmed, counts = confirmed_set(storage, modality, config.image_size)
-    images, counts = retraining_set(base, confirmed, counts)
-    mlflow.set_experiment(experiment)
-    with mlflow.start_run(run_id=run_id, run_name=None if run_id else f"retrain-{modality}"):
-        mlflow.log_params({"dataset": dataset, "modality": modality, **config.as_params()})
-        mlflow.log_params({f"n_{s}": int((images.split == s).sum()) for s in ("train", "valid")})
-        mlflow.log_params({"n_test_locked": int((images.split == "test").sum())})
-        mlflow.log_params({f"confirmed_{k}": v for k, v in asdict(counts).items()})
-        callback = MLflowCallback()
-        bundle = train_bundle(images, config, cbs=[callback])
-        evaluations = evaluate_bundle(bundle, images)
-        log_evaluation(bundle, images, evaluations, callback.history)
-        registered = log_bundle(bundle)
-        seconds = time.perf_counter() - start
-        mlflow.log_metric("train_seconds", seconds)
-    return TrainingResult(registered.run_id, bundle, evaluations, registered, seconds)
-
-
 def run_cycle(
     *,
     modalities: Sequence[str] | None = None,
@@ -155,23 +91,41 @@ def run_cycle(
     """One cycle over `modalities` (default: the ``retrain_modalities`` setting).
 
     Args:
-        overrides: recipe values (e.g. ``epochs``) replacing the data set's recipe and
+        overrides: recipe fields (e.g. ``epochs``) replacing the data set's recipe and
             the ``retrain_recipe`` setting; None values are ignored.
         data_dir: base data sets; default `Settings.base_data_dir`.
         user: who started it, for the audit trail.
 
     Raises:
         CycleRunning: another cycle is running; nothing was done.
+        RecipeError: the setting or `overrides` name an unknown field or a wrong value;
+            nothing was done.
     """
     settings = get_settings()
     folder = data_dir or settings.base_data_dir
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
-    recipe = {**settings.retrain_recipe, **given}
+    chosen = modalities or settings.retrain_modalities
+    recipes = {modality: cycle_recipe(modality, settings, given) for modality in chosen}
     with cycle_lock(settings), Storage.from_settings(settings) as storage:
         return [
-            _cycle(modality, folder, storage, settings, recipe, user, experiment)
-            for modality in (modalities or settings.retrain_modalities)
+            _cycle(modality, folder, storage, settings, recipes[modality], user, experiment)
+            for modality in chosen
         ]
+
+
+def cycle_recipe(
+    modality: str,
+    settings: Settings,
+    overrides: Mapping[str, Any],
+    source: str = "bcdiag retrain options",
+) -> Recipe:
+    """The modality's public data set's recipe (also for a site's own folder), with the
+    ``retrain_recipe`` setting and then `overrides` (from `source`) replacing fields."""
+    from bcdiag.retrain_data import BASE_DATASETS
+
+    dataset = BASE_DATASETS.get(modality, modality)
+    recipe = recipe_for(dataset, settings.retrain_recipe, source="BCDIAG_RETRAIN_RECIPE")
+    return Recipe.parse(overrides, source, base=recipe)
 
 
 def _cycle(
@@ -179,7 +133,7 @@ def _cycle(
     data_dir: Path | None,
     storage: Storage,
     settings: Settings,
-    overrides: dict[str, Any],
+    recipe: Recipe,
     user: str,
     experiment: str,
 ) -> CycleOutcome:
@@ -194,7 +148,7 @@ def _cycle(
     faced = None if current is None else current.version
     outcome = CycleOutcome(name, modality, FAILED, "", champion_version=faced)
     try:
-        outcome = _challenge(outcome, data_dir, overrides, experiment)
+        outcome = _challenge(outcome, data_dir, recipe, experiment)
         return _decide(outcome, data_dir, storage, settings, user)
     except Exception as error:
         _record_failure(outcome, error, storage, user)
@@ -204,21 +158,14 @@ def _cycle(
 
 
 def _challenge(
-    outcome: CycleOutcome,
-    data_dir: Path,
-    overrides: dict[str, Any],
-    experiment: str,
+    outcome: CycleOutcome, data_dir: Path, recipe: Recipe, experiment: str
 ) -> CycleOutcome:
     from bcdiag.notebook_runs import run_notebook
     from bcdiag.registry import version_of_run
-    from bcdiag.retrain_data import BASE_DATASETS
-    from bcdiag.train import recipe_for
 
-    # The recipe of the modality's public set, also for a site's own folder.
-    config = recipe_for(BASE_DATASETS[outcome.modality], **overrides)
     parameters = {
         "modality": outcome.modality,
-        **{k: v for k, v in config.as_params().items() if k in _NOTEBOOK_PARAMETERS},
+        "recipe": recipe.as_dict(),
         "data_dir": str(data_dir),
     }
     run_name = f"retrain-{outcome.modality}"

@@ -17,9 +17,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +29,7 @@ from bcdiag.datasets.catalog import load_dataset
 from bcdiag.errors import BcdiagError, ConfigurationError, ScanRejected
 from bcdiag.preprocess import prepare
 from bcdiag.scans import read_scan
-from bcdiag.settings import Settings
+from bcdiag.settings import Settings, get_settings
 from bcdiag.storage import Storage
 
 BASE_DATASETS = {"US": "breastmnist", "MG": "mias"}
@@ -185,3 +186,27 @@ def _near_duplicates(reference: ImageSet, candidates: ImageSet) -> np.ndarray:
         np.asarray(["train"] * len(reference) + ["test"] * len(candidates)),
     )  # fmt: skip
     return breastmnist.near_duplicates_of_train(probe)[len(reference) :]
+
+
+def challenger_set(
+    modality: str, data_dir: Path, image_size: int, seed: int, *, use_confirmed: bool = True
+) -> tuple[ImageSet, dict[str, Any]]:
+    """A challenger's images (base set + confirmed cases, `retraining_set`) and the MLflow
+    params that describe them: data set, locked test size, confirmed-case counts.
+
+    Args:
+        use_confirmed: add the clinician-confirmed scans from storage to ``train``.
+    """
+    settings = get_settings()
+    base = load_base(modality, data_dir, image_size, settings, seed)
+    confirmed, counts = base.subset(np.zeros(len(base), dtype=bool)), FeedbackCounts()
+    if use_confirmed:
+        with Storage.from_settings(settings) as storage:
+            confirmed, counts = confirmed_set(storage, modality, image_size)
+    images, counts = retraining_set(base, confirmed, counts)
+    params = {
+        "dataset": base_dataset(modality, settings),
+        "n_test_locked": int((images.split == "test").sum()),
+        **{f"confirmed_{k}": v for k, v in asdict(counts).items()},
+    }
+    return images, params

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -132,10 +133,11 @@ class Settings(BaseSettings):
         default=["US", "MG"],
         description="Modalities a cycle retrains (JSON list); one without base data is skipped.",
     )
-    retrain_recipe: dict[str, int | float | str] = Field(
+    retrain_recipe: dict[str, Any] = Field(
         default={},
-        description="Recipe values (bcdiag.train.TrainConfig fields, JSON object) replacing "
-        'the data set\'s recipe in scheduled and first-start cycles, e.g. {"epochs": 20}; '
+        description="Recipe fields (bcdiag.recipe.Recipe, JSON object) replacing the data "
+        'set\'s recipe in scheduled and first-start cycles, e.g. {"epochs": 20}; an unknown '
+        "key or a wrong value stops the cycle with a message naming it. "
         "`bcdiag retrain --epochs/--members` override these in turn.",
     )
     train_on_first_start: bool = Field(

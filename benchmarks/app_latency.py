@@ -34,11 +34,12 @@ from playwright.sync_api import Page, sync_playwright
 
 from bcdiag.bundle import ModelBundle
 from bcdiag.datasets.breastmnist import load
+from bcdiag.recipe import Recipe, recipe_for
 from bcdiag.registry import log_bundle, set_champion
 from bcdiag.services import app_service, free_port, mlflow_service, start, stop
 from bcdiag.settings import Settings, get_settings
 from bcdiag.storage import upgrade
-from bcdiag.train import TrainConfig, recipe_for, train_bundle
+from bcdiag.train import train_bundle
 
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 POOL_REFILL_S = 15.0  # time for Voilà to preheat the next kernel after a page took one
@@ -133,7 +134,7 @@ def main() -> None:
     processes = [start(server)]
     try:
         mlflow.set_tracking_uri(server.public_url)
-        bundle = train_bundle(load(data_dir), TrainConfig(epochs=2, members=1))
+        bundle = train_bundle(load(data_dir), Recipe(epochs=2, members=1))
         register(bundle)
         register(mammography_variant(bundle))
         upgrade(f"sqlite:///{home / 'bcdiag.sqlite'}")

@@ -32,10 +32,11 @@ from PIL import Image
 from playwright.async_api import Browser, async_playwright
 
 from bcdiag.datasets.breastmnist import load
+from bcdiag.recipe import Recipe
 from bcdiag.registry import log_bundle, set_champion
 from bcdiag.services import free_port
 from bcdiag.settings import get_settings
-from bcdiag.train import TrainConfig, train_bundle
+from bcdiag.train import train_bundle
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
@@ -89,7 +90,7 @@ def register_champion(mlflow_url: str) -> None:
     """A one-epoch BreastMNIST model as the US champion (latency, not quality)."""
     mlflow.set_tracking_uri(mlflow_url)
     bundle = train_bundle(
-        load(get_settings().required_data_dir()), TrainConfig(epochs=1, members=1)
+        load(get_settings().required_data_dir()), Recipe(epochs=1, members=1)
     )
     with mlflow.start_run():
         mlflow.log_metric("valid_auc", 0.8)

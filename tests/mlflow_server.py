@@ -24,9 +24,10 @@ from mlflow import MlflowClient
 from bcdiag.bundle import ModelBundle
 from bcdiag.datasets import ImageSet
 from bcdiag.datasets.breastmnist import load
+from bcdiag.recipe import Recipe
 from bcdiag.services import free_port, mlflow_service, start, stop
 from bcdiag.settings import Settings
-from bcdiag.train import TrainConfig, train_bundle
+from bcdiag.train import train_bundle
 
 
 @dataclass(frozen=True)
@@ -79,4 +80,4 @@ def breastmnist(data_dir: Path) -> ImageSet:
 @pytest.fixture(scope="session")
 def small_bundle(breastmnist: ImageSet) -> ModelBundle:
     """A quickly trained real bundle (one member, one epoch)."""
-    return train_bundle(breastmnist, TrainConfig(epochs=1, members=1))
+    return train_bundle(breastmnist, Recipe(epochs=1, members=1))

@@ -10,7 +10,7 @@ import pytest
 from bcdiag.crossval import cross_validate, patient_folds
 from bcdiag.datasets.mias import load
 from bcdiag.errors import ConfigurationError
-from bcdiag.train import TrainConfig
+from bcdiag.recipe import Recipe
 
 
 def test_patient_folds_never_split_a_patient() -> None:
@@ -23,7 +23,7 @@ def test_patient_folds_never_split_a_patient() -> None:
 
 def test_every_mammogram_is_scored_once_by_a_model_blind_to_its_patient(data_dir: Path) -> None:
     images = load(data_dir, image_size=32, seed=0)
-    result = cross_validate(images, TrainConfig(image_size=32, epochs=1, members=1), folds=3)
+    result = cross_validate(images, Recipe(image_size=32, epochs=1, members=1), folds=3)
     assert len(result.per_fold) == 3
     assert sum(e.n for e in result.per_fold) == len(images) == 322
     assert sum(e.n_positive for e in result.per_fold) == 52
@@ -36,4 +36,4 @@ def test_every_mammogram_is_scored_once_by_a_model_blind_to_its_patient(data_dir
 def test_two_folds_are_refused_they_leave_nothing_to_train_on(data_dir: Path) -> None:
     images = load(data_dir, image_size=32, seed=0)
     with pytest.raises(ConfigurationError, match="at least 3 folds"):
-        cross_validate(images, TrainConfig(image_size=32, epochs=1, members=1), folds=2)
+        cross_validate(images, Recipe(image_size=32, epochs=1, members=1), folds=2)

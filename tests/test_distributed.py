@@ -9,17 +9,17 @@ import pytest
 
 from bcdiag.datasets.breastmnist import load
 from bcdiag.distributed import train_bundle_distributed
-from bcdiag.train import TrainConfig
+from bcdiag.recipe import Recipe
 
 
 @pytest.mark.slow
 def test_two_cpu_processes_train_one_model_with_gloo(data_dir: Path) -> None:
-    config = TrainConfig(epochs=1, members=1)
-    bundle = train_bundle_distributed("breastmnist", data_dir, config, processes=2)
+    images = load(data_dir)
+    bundle = train_bundle_distributed(images, Recipe(epochs=1, members=1), processes=2)
     assert bundle.info["world_size"] == 2
     assert bundle.info["backend"] == "gloo"
     assert len(bundle.members) == 1
-    valid = load(data_dir).part("valid")
+    valid = images.part("valid")
     p = bundle.probabilities(valid.x)
     assert p.shape == (78,) and len(np.unique(p.round(4))) > 5
     assert 0.0 < bundle.operating_point.threshold < 1.0

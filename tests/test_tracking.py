@@ -10,8 +10,9 @@ from matplotlib.figure import Figure
 from mlflow import MlflowClient
 
 from bcdiag.datasets import ImageSet
+from bcdiag.recipe import Recipe
 from bcdiag.tracking import MLflowCallback, Tracker, TrackingWarning
-from bcdiag.train import TrainConfig, train_bundle
+from bcdiag.train import train_bundle
 
 EPOCHS = 2
 
@@ -20,7 +21,7 @@ EPOCHS = 2
 def test_callback_logs_every_epoch(breastmnist: ImageSet) -> None:
     callback = MLflowCallback()
     with mlflow.start_run() as run:
-        train_bundle(breastmnist, TrainConfig(epochs=EPOCHS, members=1), cbs=[callback])
+        train_bundle(breastmnist, Recipe(epochs=EPOCHS, members=1), cbs=[callback])
         assert callback.tracker.log_params({"epochs": EPOCHS})
         assert callback.tracker.log_figure(Figure(), "plots/empty.png")
     client = MlflowClient()
@@ -36,7 +37,7 @@ def test_callback_logs_every_epoch(breastmnist: ImageSet) -> None:
 def test_ensemble_members_continue_the_step(breastmnist: ImageSet) -> None:
     callback = MLflowCallback()
     with mlflow.start_run() as run:
-        train_bundle(breastmnist, TrainConfig(epochs=1, members=2), cbs=[callback])
+        train_bundle(breastmnist, Recipe(epochs=1, members=2), cbs=[callback])
     history = MlflowClient().get_metric_history(run.info.run_id, "valid_loss")
     assert sorted(m.step for m in history) == [0, 1]
 
@@ -52,7 +53,7 @@ def test_unreachable_server_never_stops_training(
     tracker = Tracker(run_id="0" * 32, tracking_uri=dead, max_failures=2)
     callback = MLflowCallback(tracker)
     with pytest.warns(TrackingWarning, match="MLflow tracking failed") as caught:
-        bundle = train_bundle(breastmnist, TrainConfig(epochs=3, members=1), cbs=[callback])
+        bundle = train_bundle(breastmnist, Recipe(epochs=3, members=1), cbs=[callback])
     assert len(bundle.members) == 1
     assert len([w for w in caught if w.category is TrackingWarning]) == 1
     assert len(callback.history) == 3

@@ -16,8 +16,9 @@ from bcdiag.bundle import ModelBundle, rotate
 from bcdiag.datasets import ImageSet
 from bcdiag.errors import BcdiagError, ConfigurationError
 from bcdiag.preprocess import prepare
+from bcdiag.recipe import Recipe
 from bcdiag.scans import read_scan
-from bcdiag.train import TrainConfig, make_dataloaders, train_bundle
+from bcdiag.train import make_dataloaders, train_bundle
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def images(breastmnist: ImageSet) -> ImageSet:
 @pytest.fixture(scope="module")
 def bundle(images: ImageSet) -> ModelBundle:
     """Two members, so the ensemble path is exercised."""
-    return train_bundle(images, TrainConfig(epochs=1, members=2))
+    return train_bundle(images, Recipe(epochs=1, members=2))
 
 
 def test_bundle_has_every_member_and_a_validation_operating_point(
@@ -93,7 +94,7 @@ def test_same_file_gives_same_tensor_in_training_and_inference(
     training = images.x[images.ids.index("test-7")]
     np.testing.assert_array_equal(inference, training)
     # and through the fastai loader, which only normalises (no augmentation on valid)
-    config = TrainConfig(epochs=1, members=1)
+    config = Recipe(epochs=1, members=1)
     dls = make_dataloaders(images, config, mean=0.3, std=0.2)
     batch_x, _ = dls.valid.one_batch()
     first_valid = images.part("valid").x[0]

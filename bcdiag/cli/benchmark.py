@@ -11,6 +11,7 @@ from typing import TypeVar
 
 import click
 
+from bcdiag.cli.recipes import build_recipe
 from bcdiag.datasets.catalog import DATASETS
 from bcdiag.settings import get_settings
 
@@ -49,9 +50,8 @@ def quality(
 ) -> None:
     """Train the deployed recipe SEEDS times; test AUC/ACC beside MedMNIST v2's table."""
     from bcdiag.quality import run_quality  # torch + fastai: load on use
-    from bcdiag.train import recipe_for
 
-    config = recipe_for(dataset, epochs=epochs, members=members)
+    config = build_recipe(dataset, epochs=epochs, members=members)
     with contextlib.redirect_stdout(sys.stderr):  # fastai's progress bars; stdout is the result
         report = run_quality(get_settings().required_data_dir(data_dir), seeds, config)
     click.echo(json.dumps(report.summary()) if as_json else report.table())
@@ -77,10 +77,9 @@ def crossval(
     from bcdiag.crossval import cross_validate
     from bcdiag.datasets.catalog import load_dataset
     from bcdiag.evaluate import format_table
-    from bcdiag.train import recipe_for
 
     folder = get_settings().required_data_dir(data_dir)
-    config = recipe_for(dataset, epochs=epochs, members=members, image_size=image_size)
+    config = build_recipe(dataset, epochs=epochs, members=members, image_size=image_size)
     start = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):  # fastai's progress bars; stdout is the result
         result = cross_validate(load_dataset(dataset, folder, config.image_size), config, folds)
@@ -96,7 +95,7 @@ def crossval(
                     "calls_sensitivity": result.pooled_calls.sensitivity,
                     "calls_specificity": result.pooled_calls.specificity,
                     "seconds": seconds,
-                    "config": config.as_params(),
+                    "config": config.as_dict(),
                 }
             )
         )

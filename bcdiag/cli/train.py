@@ -7,17 +7,25 @@ from pathlib import Path
 
 import click
 
+from bcdiag.cli.recipes import build_recipe
 from bcdiag.datasets.catalog import DATASETS
 from bcdiag.settings import get_settings
 
 
 @click.command()
 @click.option("--dataset", type=click.Choice(DATASETS), default="breastmnist", show_default=True)
+@click.option(
+    "--recipe",
+    "recipe_location",
+    metavar="FILE_OR_RUN_URI",
+    help="Train with this recipe (a JSON file, or runs:/<run id>/recipe.json to re-run a "
+    "logged run's recipe) instead of the data set's; the options below still replace fields.",
+)
 @click.option("--architecture", help="Registry name (bcdiag.architectures); default: recipe's.")
 @click.option("--image-size", type=int, help="Model input side in pixels.")
 @click.option("--epochs", type=int, help="Epochs per ensemble member.")
 @click.option("--members", type=int, help="Ensemble members (each its own seed).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, help="Random seed; default: the recipe's (0).")
 @click.option(
     "--processes",
     type=int,
@@ -30,14 +38,15 @@ from bcdiag.settings import get_settings
 @click.option(
     "--data-dir", type=click.Path(path_type=Path, file_okay=False), help="Default: BCDIAG_DATA_DIR."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the run id and settings as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run id and the recipe as JSON.")
 def train(
     dataset: str,
+    recipe_location: str | None,
     architecture: str | None,
     image_size: int | None,
     epochs: int | None,
     members: int | None,
-    seed: int,
+    seed: int | None,
     processes: int,
     experiment: str,
     register: bool,
@@ -46,10 +55,10 @@ def train(
 ) -> None:
     """Train, evaluate and register a model with the data set's recipe (overridable)."""
     from bcdiag.notebook_runs import run_notebook  # torch, fastai, mlflow: load on use
-    from bcdiag.train import recipe_for
 
-    config = recipe_for(
+    recipe = build_recipe(
         dataset,
+        recipe_location,
         architecture=architecture,
         image_size=image_size,
         epochs=epochs,
@@ -59,25 +68,13 @@ def train(
     folder = data_dir or get_settings().data_dir
     parameters = {
         "dataset": dataset,
-        **{k: v for k, v in config.as_params().items() if k in _NOTEBOOK_PARAMETERS},
+        "recipe": recipe.as_dict(),
         "register": register,
         "processes": processes,
         "data_dir": str(folder) if folder else None,
     }
     run_id = run_notebook("train", parameters, experiment=experiment, run_name=f"train-{dataset}")
     if as_json:
-        click.echo(json.dumps({"run_id": run_id, "dataset": dataset, **config.as_params()}))
+        click.echo(json.dumps({"run_id": run_id, "dataset": dataset, **recipe.as_dict()}))
     else:
         click.echo(f"training run {run_id} finished (MLflow experiment {experiment!r})")
-
-
-_NOTEBOOK_PARAMETERS = (
-    "architecture",
-    "image_size",
-    "epochs",
-    "members",
-    "batch_size",
-    "lr",
-    "seed",
-    "threshold_rule",
-)

@@ -9,6 +9,7 @@ the split each image belongs to.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
@@ -57,6 +58,33 @@ class ImageSet:
 
     def __len__(self) -> int:
         return len(self.y)
+
+    def save(self, path: Path) -> None:
+        """Write the set as one ``.npz`` (e.g. for data-parallel training processes)."""
+        np.savez(
+            path,
+            name=self.name,
+            modality=self.modality,
+            x=self.x,
+            y=self.y,
+            ids=np.array(self.ids, dtype=np.str_),
+            groups=np.array(self.groups, dtype=np.str_),
+            split=self.split,
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> ImageSet:
+        """A set written by `save`."""
+        with np.load(path, allow_pickle=False) as npz:
+            return cls(
+                str(npz["name"]),
+                str(npz["modality"]),
+                npz["x"],
+                npz["y"],
+                [str(i) for i in npz["ids"]],
+                [str(g) for g in npz["groups"]],
+                npz["split"],
+            )
 
 
 def patient_splits(
