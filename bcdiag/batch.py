@@ -74,6 +74,8 @@ def score_file(
     except NoModelError as error:
         message = f"{shown(verdict.file)}: {error}"
         return {"file": verdict.file, "ok": False, "code": "no-model", "message": message}
+    except ScanRejected as error:
+        return _rejected(Verdict.rejection(verdict.file, error))
     result = {**prediction.as_json(), "ok": True}
     if heatmap_dir is not None and prediction.heatmap is not None:
         from bcdiag.heatmaps import overlay_png

@@ -1,6 +1,10 @@
 """A trained model as one file: weights of every ensemble member plus everything
 needed to use them the way they were validated.
 
+`ModelBundle.score` is the one scoring path: scans in; prepared input, probability
+and call at the operating point out. The pyfunc, the app, ``bcdiag predict`` and the
+retraining gate (through `ModelBundle.score_prepared`) all score through it.
+
 The file is a ``torch.save`` of plain tensors and numbers, loaded with
 ``weights_only=True`` (no unpickling of code) and only after its sha256 matches
 the one recorded at registration.
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,10 +26,14 @@ from numpy.typing import NDArray
 from torch import nn
 
 from bcdiag.architectures import build_model
-from bcdiag.errors import BcdiagError
+from bcdiag.errors import BcdiagError, ScanRejected
 from bcdiag.metrics import apply_temperature
+from bcdiag.preprocess import prepare
+from bcdiag.scans.rules import reject
+from bcdiag.scans.types import Scan
 
 FORMAT_VERSION = 1
+SUSPICIOUS, NOT_SUSPICIOUS = "suspicious", "not suspicious"
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,16 @@ class OperatingPointSpec:
     sensitivity: float
     specificity: float
     rule: str
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One image through a bundle: the model input, its calibrated probability of
+    malignancy and the call at the bundle's operating point."""
+
+    prepared: NDArray[np.float32]
+    probability: float
+    call: str
 
 
 @dataclass
@@ -91,6 +110,56 @@ class ModelBundle:
     ) -> NDArray[np.float32]:
         """Calibrated probability of malignancy per prepared image."""
         return apply_temperature(self.logits(images, nets), self.temperature).astype(np.float32)
+
+    def call(self, probability: float) -> str:
+        """`SUSPICIOUS` at or above the operating point's threshold, else `NOT_SUSPICIOUS`."""
+        return SUSPICIOUS if probability >= self.operating_point.threshold else NOT_SUSPICIOUS
+
+    def score_prepared(
+        self, images: NDArray[np.float32], nets: list[nn.Module] | None = None
+    ) -> list[Scored]:
+        """Probability and call per prepared image (N, size, size), scored as one batch."""
+        probabilities: list[float] = self.probabilities(images, nets).tolist()
+        return [
+            Scored(image, probability, self.call(probability))
+            for image, probability in zip(images, probabilities, strict=True)
+        ]
+
+    def score(
+        self, scans: Sequence[tuple[str, Scan]], nets: list[nn.Module] | None = None
+    ) -> list[Scored | ScanRejected]:
+        """Prepare each scan as training did and score them as one batch.
+
+        Args:
+            scans: each scan with the file name its rejection would name.
+            nets: `networks()`, when the caller keeps them loaded.
+
+        Returns:
+            Per scan, in order: its `Scored`, or a ``wrong-modality`` `ScanRejected`
+            when its modality is not the bundle's (one rejection never fails the rest).
+        """
+        prepared: list[NDArray[np.float32] | ScanRejected] = []
+        for name, scan in scans:
+            try:
+                prepared.append(self._prepare(name, scan))
+            except ScanRejected as error:
+                prepared.append(error)
+        images = [image for image in prepared if not isinstance(image, ScanRejected)]
+        scored = iter(self.score_prepared(np.stack(images), nets) if images else ())
+        return [item if isinstance(item, ScanRejected) else next(scored) for item in prepared]
+
+    def _prepare(self, name: str, scan: Scan) -> NDArray[np.float32]:
+        """The model input for `scan` (`bcdiag.preprocess.prepare` at the bundle's size)."""
+        modality = scan.metadata.modality
+        if modality is not None and modality != self.modality:
+            raise reject(
+                "wrong-modality",
+                name,
+                f"this is a {modality} image, but this model reads {self.modality} images. "
+                f"Use the bcdiag {modality} model.",
+            )
+        laterality = scan.metadata.laterality
+        return prepare(scan.image, modality=modality, laterality=laterality, size=self.image_size)
 
     def save(self, path: Path) -> str:
         """Write the bundle; returns its sha256 (record it to load it later)."""

@@ -237,7 +237,9 @@ def _locked_scores(
 
     bundle, _ = load_version(name, version)
     test = locked_test_set(bundle.modality, data_dir, bundle.image_size, settings)
-    probabilities = bundle.probabilities(test.x).astype(np.float64)
+    probabilities = np.array(
+        [scored.probability for scored in bundle.score_prepared(test.x)], dtype=np.float64
+    )
     return Scores(version, probabilities, bundle.operating_point.threshold), test.y
 
 

@@ -24,9 +24,7 @@ from numpy.typing import NDArray
 from torch import nn
 
 from bcdiag.bundle import ModelBundle
-from bcdiag.errors import BcdiagError
-from bcdiag.preprocess import prepare
-from bcdiag.pyfunc import NOT_SUSPICIOUS, SUSPICIOUS
+from bcdiag.errors import BcdiagError, ScanRejected
 from bcdiag.registry import CHAMPION, MODEL_NAMES, load_version
 from bcdiag.scans import Scan
 from bcdiag.settings import get_settings
@@ -144,47 +142,44 @@ class Predictor:
             except NoModelError:
                 continue
             blank = np.zeros((model.bundle.image_size,) * 2, dtype=np.float32)
-            model.bundle.probabilities(blank[None], model.nets)
+            model.bundle.score_prepared(blank[None], model.nets)
             with self._cam_lock:
                 grad_cam(model.bundle, model.nets, blank)
             ready.append(model.ref)
         return ready
 
     def predict(self, scan: Scan, file: str, *, heatmap: bool = False) -> Prediction:
-        """Probability of malignancy and the call at the model's operating point.
+        """Probability of malignancy and the call at the model's operating point
+        (`ModelBundle.score`, as the pyfunc scores).
 
         Raises:
             NoModelError: the scan has no modality, or its modality no champion.
             RegistryUnavailable: the registry failed or did not answer in time.
+            ScanRejected: the champion reads another modality (``wrong-modality``).
         """
-        modality = scan.metadata.modality
-        model = self._champion(modality)
+        model = self._champion(scan.metadata.modality)
         bundle = model.bundle
-        prepared = prepare(
-            scan.image,
-            modality=modality,
-            laterality=scan.metadata.laterality,
-            size=bundle.image_size,
-        )
-        probability = float(bundle.probabilities(prepared[None], model.nets)[0])
-        point = bundle.operating_point
+        (scored,) = bundle.score([(file, scan)], model.nets)
+        if isinstance(scored, ScanRejected):
+            raise scored
         heat = None
         if heatmap:
             from bcdiag.heatmaps import grad_cam
 
             with self._cam_lock:
-                heat = grad_cam(bundle, model.nets, prepared)
+                heat = grad_cam(bundle, model.nets, scored.prepared)
+        point = bundle.operating_point
         return Prediction(
             file=file,
-            probability_malignant=probability,
-            call=SUSPICIOUS if probability >= point.threshold else NOT_SUSPICIOUS,
+            probability_malignant=scored.probability,
+            call=scored.call,
             threshold=point.threshold,
             sensitivity=point.sensitivity,
             specificity=point.specificity,
             modality=bundle.modality,
             model=model.ref,
             heatmap=heat,
-            prepared=prepared,
+            prepared=scored.prepared,
         )
 
     def _champion(self, modality: str | None) -> _Loaded:

@@ -1,8 +1,8 @@
 """The MLflow pyfunc of a `ModelBundle`: raw scan files in, calls out.
 
-The model reads each file with `bcdiag.scans.read_scan`, prepares it with
-`bcdiag.preprocess.prepare` (the path training took) and scores it with the bundle,
-so every consumer (app, batch scoring, ``mlflow models serve``) loads one thing.
+The model reads each file with `bcdiag.scans.read_scan` and scores it with
+`ModelBundle.score` (the scoring path of the app and ``bcdiag predict`` too), so
+every consumer (app, batch scoring, ``mlflow models serve``) gets the same calls.
 The bundle file is loaded only after its sha256 matches the one in the model config.
 """
 
@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 from mlflow.pyfunc.model import PythonModel, PythonModelContext
-from numpy.typing import NDArray
 
 from bcdiag.errors import BcdiagError, ScanRejected
 
@@ -23,11 +22,11 @@ if TYPE_CHECKING:
     from mlflow.models import ModelSignature
     from torch import nn
 
-    from bcdiag.bundle import ModelBundle
+    from bcdiag.bundle import ModelBundle, Scored
+    from bcdiag.scans import Scan
 
 BUNDLE_ARTIFACT = "bundle"
 SHA256_KEY = "bundle_sha256"
-SUSPICIOUS, NOT_SUSPICIOUS = "suspicious", "not suspicious"
 OUTPUT_COLUMNS = ("probability_malignant", "call", "threshold", "error")
 # Logged as the model's code (MLflow "models from code"), so the model holds no pickle.
 MODEL_CODE = """from mlflow.models import set_model
@@ -70,44 +69,49 @@ class BcdiagPyfunc(PythonModel):  # type: ignore[misc]  # mlflow is untyped here
         params: dict[str, Any] | None = None,
     ) -> pd.DataFrame:
         """Probabilities and calls for each file; rejected files get an ``error``."""
-        from bcdiag.preprocess import prepare
-        from bcdiag.scans import read_scan
-        from bcdiag.scans.rules import reject
-
         bundle = self._bundle
         if bundle is None:
             raise BcdiagError("the model is not loaded; load it with mlflow.pyfunc.load_model")
         names = model_input["name"] if "name" in model_input else [None] * len(model_input)
-        images: list[NDArray[np.float32]] = []
-        errors: list[str | None] = []
-        for index, (data, name) in enumerate(zip(model_input["image"], names, strict=True)):
-            label = str(name) if isinstance(name, str) and name else f"row {index}"
-            try:
-                scan = read_scan(_as_bytes(data), label, modality=bundle.modality)
-                modality = scan.metadata.modality
-                if modality is not None and modality != bundle.modality:
-                    raise reject(
-                        "wrong-modality",
-                        label,
-                        f"this is a {modality} image, but this model reads {bundle.modality} "
-                        f"images. Use the bcdiag {modality} model.",
-                    )
-                size = bundle.image_size
-                laterality = scan.metadata.laterality
-                prepared = prepare(scan.image, modality=modality, laterality=laterality, size=size)
-            except ScanRejected as error:
-                errors.append(error.message)
-                continue
-            images.append(prepared)
-            errors.append(None)
-        scores = iter(bundle.probabilities(np.stack(images), self._nets) if images else ())
+        labels = [
+            str(name) if isinstance(name, str) and name else f"row {index}"
+            for index, name in enumerate(names)
+        ]
+        read = [
+            _read(data, label, bundle.modality)
+            for data, label in zip(model_input["image"], labels, strict=True)
+        ]
+        scans = [
+            (label, scan)
+            for label, scan in zip(labels, read, strict=True)
+            if not isinstance(scan, ScanRejected)
+        ]
+        scored = iter(bundle.score(scans, self._nets))
         threshold = bundle.operating_point.threshold
-        rows = []
-        for message in errors:
-            probability = float(next(scores)) if message is None else float("nan")
-            call = None if message else SUSPICIOUS if probability >= threshold else NOT_SUSPICIOUS
-            rows.append((probability, call, threshold, message))
+        rows = [
+            _row(item if isinstance(item, ScanRejected) else next(scored), threshold)
+            for item in read
+        ]
         return pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS), index=model_input.index)
+
+
+def _read(data: object, label: str, modality: str) -> "Scan | ScanRejected":
+    """The scan in a cell, or why it cannot be read."""
+    from bcdiag.scans import read_scan
+
+    try:
+        return read_scan(_as_bytes(data), label, modality=modality)
+    except ScanRejected as error:
+        return error
+
+
+def _row(
+    outcome: "Scored | ScanRejected", threshold: float
+) -> tuple[float, str | None, float, str | None]:
+    """One output row: probability, call, threshold, error."""
+    if isinstance(outcome, ScanRejected):
+        return float("nan"), None, threshold, outcome.message
+    return outcome.probability, outcome.call, threshold, None
 
 
 def _as_bytes(value: object) -> bytes:

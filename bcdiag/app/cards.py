@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import ipywidgets as widgets
 
 from bcdiag.analyses import AnalysisRejected, audit_report_download
+from bcdiag.bundle import SUSPICIOUS
 from bcdiag.report import DISCLAIMER, analysis_pdf
 from bcdiag.storage import Storage
 from bcdiag.storage.analysis_store import StoredAnalysis
@@ -24,7 +25,7 @@ OUTCOME_CHOICES = [
 def summary_html(analysis: StoredAnalysis) -> str:
     """The card's text; every user-supplied value is escaped."""
     details = analysis.details
-    call_class = "bcdiag-suspicious" if analysis.call == "suspicious" else "bcdiag-clear"
+    call_class = "bcdiag-suspicious" if analysis.call == SUSPICIOUS else "bcdiag-clear"
     trained_at = details.get("model_trained_at")
     trained = f"trained {trained_at}" if trained_at else "training date not recorded"
     return (

@@ -1,0 +1,72 @@
+"""One scoring path: the pyfunc, the Predictor (app, ``bcdiag predict``) and the gate
+all score through `ModelBundle.score`, against a real MLflow server and real scans."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from test_inference import breastmnist_png, register
+
+from bcdiag import gate
+from bcdiag.batch import score_files
+from bcdiag.bundle import NOT_SUSPICIOUS, SUSPICIOUS, ModelBundle, Scored
+from bcdiag.errors import ScanRejected
+from bcdiag.inference import Predictor
+from bcdiag.registry import log_bundle, set_champion
+from bcdiag.scans import read_scan
+from bcdiag.settings import get_settings
+
+pytestmark = pytest.mark.usefixtures("mlflow_tracking")
+
+MAMMOGRAM = "dicom/derived/cbisddsm_Mass-Test_P_00173_LEFT_CC_benign_quarter.dcm"
+
+
+def test_pyfunc_predictor_batch_and_gate_give_the_same_score(
+    small_bundle: ModelBundle, data_dir: Path, tmp_path: Path
+) -> None:
+    register(small_bundle)
+    png = breastmnist_png(data_dir, 0)
+    (scored,) = small_bundle.score([("lesion.png", read_scan(png, "lesion.png", modality="US"))])
+    assert isinstance(scored, Scored)
+    threshold = small_bundle.operating_point.threshold
+    assert scored.call == (SUSPICIOUS if scored.probability >= threshold else NOT_SUSPICIOUS)
+    frame = pd.DataFrame({"image": [png], "name": ["lesion.png"]})
+    row = mlflow.pyfunc.load_model("models:/bcdiag-us/1").predict(frame).iloc[0]
+    assert (row["probability_malignant"], row["call"]) == (scored.probability, scored.call)
+    prediction = Predictor().predict(read_scan(png, "lesion.png", modality="US"), "lesion.png")
+    assert (prediction.probability_malignant, prediction.call) == (scored.probability, scored.call)
+    (tmp_path / "lesion.png").write_bytes(png)
+    (result,) = score_files([tmp_path / "lesion.png"], modality="US")
+    assert (result["probability_malignant"], result["call"]) == (scored.probability, scored.call)
+    # The gate scores the prepared locked test set, whose first case is this image.
+    locked, _ = gate._locked_scores("bcdiag-us", "1", data_dir, get_settings())
+    assert locked.probabilities[0] == pytest.approx(scored.probability, abs=1e-6)
+    assert locked.threshold == threshold
+
+
+def test_a_scan_of_another_modality_is_rejected_alike_everywhere(
+    small_bundle: ModelBundle, data_dir: Path
+) -> None:
+    # An ultrasound model registered by mistake as the mammography champion.
+    with mlflow.start_run():
+        logged = log_bundle(small_bundle, registered_name="bcdiag-mg")
+    set_champion(logged.registered_name, logged.version)
+    path = data_dir / MAMMOGRAM
+    text = "this is a MG image, but this model reads US images. Use the bcdiag MG model."
+    scan = read_scan(path.read_bytes(), path.name)
+    (rejected,) = small_bundle.score([(path.name, scan)])
+    assert isinstance(rejected, ScanRejected)
+    assert (rejected.code, rejected.message) == ("wrong-modality", f"{path.name}: {text}")
+    frame = pd.DataFrame({"image": [path.read_bytes()], "name": [path.name]})
+    row = mlflow.pyfunc.load_model("models:/bcdiag-mg/1").predict(frame).iloc[0]
+    assert row["error"] == rejected.message and pd.isna(row["call"])
+    with pytest.raises(ScanRejected) as raised:
+        Predictor().predict(scan, path.name)
+    assert (raised.value.code, raised.value.message) == ("wrong-modality", rejected.message)
+    (result,) = score_files([path])
+    assert result == {
+        "file": str(path), "ok": False, "code": "wrong-modality", "message": f"{path}: {text}"
+    }  # fmt: skip
