@@ -28,6 +28,7 @@ from bcdiag.plots import calibration_figure, confusion_figure, roc_figure, train
 from bcdiag.recipe import ARTIFACT as RECIPE_ARTIFACT
 from bcdiag.recipe import Recipe
 from bcdiag.registry import RegisteredModel, champion, latest_version, load_version, log_bundle
+from bcdiag.settings import get_settings
 from bcdiag.tracking import MLflowCallback
 from bcdiag.train import train_bundle
 
@@ -124,7 +125,8 @@ def run_training(
         mlflow.log_params({**params, "modality": images.modality, **recipe.as_params()})
         mlflow.log_dict(recipe.as_dict(), RECIPE_ARTIFACT)
         mlflow.log_params({f"n_{s}": int((images.split == s).sum()) for s in SPLITS})
-        mlflow.log_param("processes", processes)
+        # The thread count is part of what makes a run repeatable (bcdiag.reproducibility).
+        mlflow.log_params({"processes": processes, "torch_threads": get_settings().torch_threads})
         mlflow.set_tags(
             {
                 "machine": platform.machine(),

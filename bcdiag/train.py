@@ -10,11 +10,9 @@ own seeds averaged over test-time views (mirrored, and turned ±8°). Calibratio
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 
 import fastai.callback.progress
 import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle)
@@ -35,43 +33,9 @@ from bcdiag.architectures import build_model
 from bcdiag.bundle import ModelBundle, OperatingPointSpec
 from bcdiag.datasets import ImageSet
 from bcdiag.metrics import choose_threshold, fit_temperature, operating_point
+from bcdiag.recipe import Recipe
+from bcdiag.reproducibility import reproducible
 from bcdiag.settings import get_settings
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Hyper-parameters of one training run (all logged to MLflow)."""
-
-    architecture: str = "bcnet16"
-    image_size: int = 28
-    epochs: int = 40
-    batch_size: int = 32
-    lr: float = 3e-3
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.05
-    members: int = 4
-    seed: int = 0
-    threshold_rule: Literal["youden", "sensitivity"] = "youden"
-    min_sensitivity: float | None = None
-    max_rotate: float = 15.0
-    max_zoom: float = 1.1
-    max_lighting: float = 0.2
-    tta_rotations: tuple[float, ...] = (-8.0, 8.0)
-
-    def as_params(self) -> dict[str, Any]:
-        """Flat parameters for tracking."""
-        return asdict(self)
-
-
-def recipe_for(dataset: str, **overrides: Any) -> TrainConfig:
-    """The recipe bcdiag trains `dataset` with; `overrides` that are not None replace its values."""
-    if dataset == "mias":
-        # 64 px keeps masses and the breast outline, not calcifications: a CPU-sized
-        # research baseline on 322 digitised films, not a screening model.
-        recipe = TrainConfig(image_size=64, epochs=30, members=2, batch_size=16, lr=2e-3)
-    else:
-        recipe = TrainConfig()
-    return replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
 
 
 class ArrayDataset:
@@ -87,14 +51,7 @@ class ArrayDataset:
         return TensorImageBW(torch.from_numpy(self.x[i])[None]), TensorCategory(int(self.y[i]))
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch for a repeatable run."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def make_dataloaders(images: ImageSet, config: TrainConfig, mean: float, std: float) -> DataLoaders:
+def make_dataloaders(images: ImageSet, config: Recipe, mean: float, std: float) -> DataLoaders:
     """Train (augmented, shuffled) and valid (plain) fastai DataLoaders."""
     normalize = Normalize.from_stats([mean], [std])
     augment = aug_transforms(
@@ -124,7 +81,7 @@ def make_dataloaders(images: ImageSet, config: TrainConfig, mean: float, std: fl
 
 
 def build_learner(
-    dls: DataLoaders, train_y: NDArray[np.int64], config: TrainConfig, cbs: Sequence[Callback] = ()
+    dls: DataLoaders, train_y: NDArray[np.int64], config: Recipe, cbs: Sequence[Callback] = ()
 ) -> Learner:
     """A fastai Learner with class-weighted, label-smoothed cross-entropy."""
     positives = max(int(train_y.sum()), 1)
@@ -144,7 +101,7 @@ def build_learner(
 
 def fit_member(
     images: ImageSet,
-    config: TrainConfig,
+    config: Recipe,
     member: int,
     stats: tuple[float, float],
     cbs: Sequence[Callback] = (),
@@ -157,21 +114,21 @@ def fit_member(
         distributed: train data-parallel in an already launched process group
             (`bcdiag.distributed`), through fastai's own `distrib_ctx`.
     """
-    seed_everything(config.seed * 1000 + member)
-    dls = make_dataloaders(images, config, *stats)
-    learner = build_learner(dls, images.part("train").y, config, cbs)
-    if distributed:
-        from bcdiag.distributed import fit_data_parallel
+    with reproducible(config.seed * 1000 + member, get_settings().torch_threads):
+        dls = make_dataloaders(images, config, *stats)  # its shuffling RNG is seeded here
+        learner = build_learner(dls, images.part("train").y, config, cbs)
+        if distributed:
+            from bcdiag.distributed import fit_data_parallel
 
-        fit_data_parallel(learner, config.epochs, config.lr)
-    else:
-        learner.fit_one_cycle(config.epochs, config.lr)
+            fit_data_parallel(learner, config.epochs, config.lr)
+        else:
+            learner.fit_one_cycle(config.epochs, config.lr)
     return {k: v.detach().float().cpu().clone() for k, v in learner.model.state_dict().items()}
 
 
 def finish_bundle(
     images: ImageSet,
-    config: TrainConfig,
+    config: Recipe,
     members: list[dict[str, torch.Tensor]],
     stats: tuple[float, float],
     info: dict[str, Any] | None = None,
@@ -185,7 +142,7 @@ def finish_bundle(
         std=stats[1],
         members=members,
         tta_rotations=tuple(float(d) for d in config.tta_rotations),
-        info={"dataset": images.name, "config": config.as_params(), **(info or {})},
+        info={"dataset": images.name, "config": config.as_dict(), **(info or {})},
     )
     valid = images.part("valid")
     bundle.temperature = fit_temperature(valid.y, bundle.logits(valid.x))
@@ -206,9 +163,7 @@ def training_stats(images: ImageSet) -> tuple[float, float]:
     return float(train.mean()), float(train.std())
 
 
-def train_bundle(
-    images: ImageSet, config: TrainConfig, cbs: Sequence[Callback] = ()
-) -> ModelBundle:
+def train_bundle(images: ImageSet, config: Recipe, cbs: Sequence[Callback] = ()) -> ModelBundle:
     """Train every ensemble member in this process, then calibrate on validation."""
     torch.set_num_threads(get_settings().torch_threads)
     stats = training_stats(images)

@@ -15,6 +15,10 @@
 - ``gcs_emulator``: a real ``gcp-storage-emulator`` process on a free 127.0.0.1
   port for the session, with ``STORAGE_EMULATOR_HOST`` pointing at it.
 - ``gcs_url``: ``gs://<new bucket>/blobs`` on that emulator, one bucket per test.
+- ``train_seed``: the recipe seed a training test trains with; the test runs once per
+  seed given by ``--train-seed`` (comma-separated, default ``0``), e.g.
+  ``pytest tests/test_retrain.py --train-seed 0,1,2,3,4`` checks that it passes for
+  any seed, not only for the one CI uses.
 """
 
 from __future__ import annotations
@@ -35,6 +39,21 @@ from sqlalchemy import create_engine, make_url, text
 from bcdiag.services import free_port
 from bcdiag.settings import get_settings
 from bcdiag.storage import Storage, upgrade
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--train-seed",
+        default="0",
+        help="Comma-separated recipe seeds that tests using the train_seed fixture run with.",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "train_seed" in metafunc.fixturenames:
+        option = str(metafunc.config.getoption("--train-seed"))
+        seeds = [int(seed) for seed in option.split(",")]
+        metafunc.parametrize("train_seed", seeds, ids=[f"seed{seed}" for seed in seeds])
 
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,14 @@
 """Retraining cycles end to end: papermill notebook, real MLflow server, real storage.
 
 Small data, tiny training (one member, two epochs). So that no assertion rests on a
-lucky training outcome, each gate decision is between models whose quality is
-fixed by construction: a champion trained on shuffled labels (chance ranking,
-flags almost nothing) loses to any real challenger, and a challenger trained on
-shuffled labels loses to a real champion.
+lucky training outcome, each gate decision is between models whose quality is set
+by construction, not by how one short training run went: a champion whose scores are
+constant (its final layer zeroed: AUC exactly 0.5, and at threshold 0.999 it flags
+nothing) loses to a challenger trained on the real labels, and a challenger trained
+on inverted labels (anti-informative: AUC far below 0.5 on the untouched locked test
+set) loses to that champion. ``pytest --train-seed 0,1,2,3,4`` runs the cycle test
+once per recipe seed (given through ``BCDIAG_RETRAIN_RECIPE``, which the notebook
+kernel and the CLI processes inherit); CI runs seed 0.
 """
 
 from __future__ import annotations
@@ -21,21 +25,20 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
+import torch
 from mlflow import MlflowClient
 from own_folder import mammogram_folder
 from sqlalchemy import select
 from test_inference import breastmnist_png
 
 from bcdiag.analyses import AnalysisAccepted, analyse_upload
-from bcdiag.bundle import ModelBundle
-from bcdiag.datasets import ImageSet
+from bcdiag.bundle import ModelBundle, OperatingPointSpec
 from bcdiag.inference import Predictor
 from bcdiag.registry import CHAMPION, PREVIOUS_CHAMPION, log_bundle, set_champion
 from bcdiag.retrain import FAILED, run_cycle
 from bcdiag.settings import get_settings
 from bcdiag.storage import Storage, upgrade
 from bcdiag.storage.models import AuditEvent
-from bcdiag.train import TrainConfig, train_bundle
 
 TINY = ("--epochs", "2", "--members", "1")
 
@@ -66,21 +69,25 @@ def _analyse(storage: Storage, predictor: Predictor, data_dir: Path, index: int)
     return outcome.analysis.model_version
 
 
-def _shuffled(images: ImageSet) -> ImageSet:
-    """Labels permuted within train + valid; the test split untouched."""
-    y = images.y.copy()
-    free = images.split != "test"
-    y[free] = np.random.default_rng(0).permutation(y[free])
-    return dataclasses.replace(images, y=y)
+def _constant(bundle: ModelBundle) -> ModelBundle:
+    """`bundle` (bcnet) with its final layer zeroed: every image scores 0.5, so its AUC is
+    exactly 0.5 on any data, and at threshold 0.999 it flags nothing."""
+    final = ("head.3.weight", "head.3.bias")  # BcNet's last Linear
+    members = [
+        {k: torch.zeros_like(v) if k in final else v for k, v in member.items()}
+        for member in bundle.members
+    ]
+    point = OperatingPointSpec(threshold=0.999, sensitivity=0.0, specificity=1.0, rule="fixed")
+    return dataclasses.replace(bundle, members=members, temperature=1.0, operating_point=point)
 
 
-def _shuffled_data_dir(data_dir: Path, target: Path) -> Path:
-    """A BCDIAG_DATA_DIR whose BreastMNIST has shuffled training and validation labels."""
-    rng = np.random.default_rng(1)
+def _inverted_data_dir(data_dir: Path, target: Path) -> Path:
+    """A BCDIAG_DATA_DIR whose BreastMNIST has every training and validation label
+    inverted (benign <-> malignant); the test labels, the locked test set, untouched."""
     with np.load(data_dir / "breastmnist" / "breastmnist.npz") as npz:
         arrays = {key: npz[key] for key in npz.files}
     for key in ("train_labels", "val_labels"):
-        arrays[key] = rng.permutation(arrays[key])
+        arrays[key] = 1 - arrays[key]
     (target / "breastmnist").mkdir(parents=True)
     np.savez(target / "breastmnist" / "breastmnist.npz", **arrays)
     return target
@@ -103,13 +110,18 @@ def _aliases() -> dict[str, str]:
 
 @pytest.mark.slow
 def test_feedback_challenger_gate_rejection_and_rollback(
-    home_storage: Storage, breastmnist: ImageSet, data_dir: Path, tmp_path: Path
+    home_storage: Storage,
+    small_bundle: ModelBundle,
+    data_dir: Path,
+    tmp_path: Path,
+    train_seed: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     storage = home_storage
-    weak = train_bundle(_shuffled(breastmnist), TrainConfig(epochs=1, members=1))
-    weak.operating_point = dataclasses.replace(weak.operating_point, threshold=0.999)
+    monkeypatch.setenv("BCDIAG_RETRAIN_RECIPE", json.dumps({"seed": train_seed}))
+    get_settings.cache_clear()
     with mlflow.start_run():
-        log_bundle(weak)
+        log_bundle(_constant(small_bundle))
     forced = _bcdiag("promote", "--force", "bcdiag-us", "1", "--json", hub_user="admin-ann")
     assert forced.returncode == 0, forced.stderr[-2000:]
     seconds = [0.0]  # the app's clock: it rechecks the champion alias every 30 s
@@ -129,7 +141,10 @@ def test_feedback_challenger_gate_rejection_and_rollback(
     }  # fmt: skip
     assert result["decision"] == "promoted", result["reason"]
     assert result["reason"].startswith("non-inferior: AUC")
-    assert result["challenger_auc_low"] > result["champion_auc_high"]
+    champion_figures = ("champion_auc_low", "champion_auc_high", "champion_sensitivity")
+    assert [result[k] for k in champion_figures] == [0.5, 0.5, 0.0]
+    assert result["champion_specificity"] == 1.0
+    assert result["challenger_auc_low"] > 0.5  # the real labels rank better than chance
     assert _aliases() == {CHAMPION: "2", PREVIOUS_CHAMPION: "1"}
     run = MlflowClient().get_run(result["run_id"])
     assert run.info.status == "FINISHED" and run.data.tags["gate_decision"] == "promoted"
@@ -137,19 +152,22 @@ def test_feedback_challenger_gate_rejection_and_rollback(
     assert (params["confirmed_used"], params["n_train"], params["n_test_locked"]) == (
         "3", "549", "156",
     )  # fmt: skip
+    assert params["seed"] == str(train_seed)
     artifacts = {a.path for a in MlflowClient().list_artifacts(result["run_id"])}
     assert {"gate.json", "notebooks"} <= artifacts
     seconds[0] += 31
     versions.append(_analyse(storage, predictor, data_dir, 6))  # the new champion, no restart
 
-    # A challenger trained on shuffled labels is rejected; the champion stays.
-    shuffled = _shuffled_data_dir(data_dir, tmp_path / "shuffled")
+    # A challenger trained on inverted labels is rejected; the champion stays.
+    inverted = _inverted_data_dir(data_dir, tmp_path / "inverted")
     (rejected,) = run_cycle(
-        modalities=["US"], data_dir=shuffled, overrides={"epochs": 2, "members": 1}, user="t"
+        modalities=["US"], data_dir=inverted, overrides={"epochs": 2, "members": 1}, user="t"
     )
-    assert (rejected.decision, rejected.challenger_version) == ("rejected", "3")
-    assert rejected.gate is not None and rejected.gate.difference is not None
-    assert rejected.gate.difference.low < -0.02, rejected.reason
+    assert (rejected.decision, rejected.challenger_version) == ("rejected", "3"), rejected.reason
+    gate = rejected.gate
+    assert gate is not None and gate.champion is not None and gate.difference is not None
+    assert gate.challenger.auc.high < 0.5 < gate.champion.auc.low, rejected.reason
+    assert gate.difference.high < -gate.margins.auc, rejected.reason
     assert _aliases() == {CHAMPION: "2", PREVIOUS_CHAMPION: "1"}
 
     # Rollback restores the previous champion; every analysis keeps its own version.
