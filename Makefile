@@ -25,9 +25,10 @@ node_modules/.bcdiag-installed: package.json package-lock.json
 run: install  ## start the platform on its embedded defaults
 	$(BIN)/bcdiag run
 
-lint: install
+lint: install  ## ruff, and import-linter's layer contracts (pyproject.toml)
 	$(BIN)/ruff check bcdiag tests benchmarks hub_config
 	$(BIN)/ruff format --check bcdiag tests benchmarks hub_config
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy

@@ -135,7 +135,7 @@ class Settings(BaseSettings):
     )
     retrain_recipe: dict[str, Any] = Field(
         default={},
-        description="Recipe fields (bcdiag.recipe.Recipe, JSON object) replacing the data "
+        description="Recipe fields (bcdiag.models.recipe.Recipe, JSON object) replacing the data "
         'set\'s recipe in scheduled and first-start cycles, e.g. {"epochs": 20}; an unknown '
         "key or a wrong value stops the cycle with a message naming it. "
         "`bcdiag retrain --epochs/--members` override these in turn.",

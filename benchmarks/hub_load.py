@@ -32,11 +32,11 @@ from PIL import Image
 from playwright.async_api import Browser, async_playwright
 
 from bcdiag.datasets.breastmnist import load
-from bcdiag.recipe import Recipe
-from bcdiag.registry import log_bundle, set_champion
-from bcdiag.services import free_port
+from bcdiag.models.recipe import Recipe
+from bcdiag.models.registry import log_bundle, set_champion
+from bcdiag.models.train import train_bundle
+from bcdiag.processes import free_port
 from bcdiag.settings import get_settings
-from bcdiag.train import train_bundle
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
@@ -89,9 +89,7 @@ def start_platform(home: Path, max_kernels: int) -> tuple[subprocess.Popen[bytes
 def register_champion(mlflow_url: str) -> None:
     """A one-epoch BreastMNIST model as the US champion (latency, not quality)."""
     mlflow.set_tracking_uri(mlflow_url)
-    bundle = train_bundle(
-        load(get_settings().required_data_dir()), Recipe(epochs=1, members=1)
-    )
+    bundle = train_bundle(load(get_settings().required_data_dir()), Recipe(epochs=1, members=1))
     with mlflow.start_run():
         mlflow.log_metric("valid_auc", 0.8)
         logged = log_bundle(bundle)

@@ -1,6 +1,6 @@
 """JupyterHub configuration for bcdiag on one machine (`bcdiag run` starts it).
 
-A thin translation of `bcdiag.settings` (``BCDIAG_*`` variables) and `bcdiag.hub`
+A thin translation of `bcdiag.settings` (``BCDIAG_*`` variables) and `bcdiag.platform.hub`
 (groups, roles, services) into JupyterHub settings. Secrets live under
 ``$BCDIAG_HOME/hub`` (cookie secret, admin API token), never here. Kubernetes:
 see ``k8s/``; production authentication, TLS and PostgreSQL: see ``README.md``.
@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from bcdiag import hub
+from bcdiag.platform import hub
 from bcdiag.settings import get_settings
 
 settings = get_settings()
@@ -46,7 +46,7 @@ c.NativeAuthenticator.seconds_before_next_try = settings.lockout_seconds
 # Only accounts an admin created and approved can sign in; that table is the allow list.
 c.Authenticator.allow_all = True
 
-# --- who reaches what (see bcdiag/hub.py) ----------------------------------------------
+# --- who reaches what (see bcdiag/platform/hub.py) ----------------------------------------------
 c.JupyterHub.load_groups = {group: {"users": []} for group in hub.GROUPS}
 c.JupyterHub.load_roles = hub.roles()
 c.JupyterHub.services = hub.services(settings)

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from bcdiag.services import free_port, mlflow_service, start, stop
+from bcdiag.platform.services import mlflow_service
+from bcdiag.processes import free_port, start, stop
 from bcdiag.settings import Settings
 from bcdiag.storage import upgrade
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, make_url, text
 
-from bcdiag.services import free_port
+from bcdiag.processes import free_port
 from bcdiag.settings import get_settings
 from bcdiag.storage import Storage, upgrade
 

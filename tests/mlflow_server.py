@@ -1,7 +1,7 @@
 """Fixtures for tests that talk to MLflow (imported by ``tests/conftest.py``).
 
 - ``mlflow_server``: a real ``mlflow server`` for the session, started by
-  ``bcdiag.services`` as ``make run`` starts it, on a free 127.0.0.1 port under a
+  ``bcdiag.platform.services`` as ``make run`` starts it, on a free 127.0.0.1 port under a
   session temp home; yields an `MlflowServer` (URL, artifact folder).
 - ``mlflow_tracking``: per test, ``MLFLOW_TRACKING_URI`` (environment and
   ``mlflow.set_tracking_uri``) pointing at that server, a new experiment, and an
@@ -21,13 +21,14 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from bcdiag.bundle import ModelBundle
 from bcdiag.datasets import ImageSet
 from bcdiag.datasets.breastmnist import load
-from bcdiag.recipe import Recipe
-from bcdiag.services import free_port, mlflow_service, start, stop
+from bcdiag.models.bundle import ModelBundle
+from bcdiag.models.recipe import Recipe
+from bcdiag.models.train import train_bundle
+from bcdiag.platform.services import mlflow_service
+from bcdiag.processes import free_port, start, stop
 from bcdiag.settings import Settings
-from bcdiag.train import train_bundle
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 from test_inference import breastmnist_png, register
 
-from bcdiag.analyses import (
+from bcdiag.app.analyses import (
     NO_MODEL,
     AnalysisAccepted,
     AnalysisRejected,
@@ -17,10 +17,10 @@ from bcdiag.analyses import (
     audit_report_download,
     audit_view,
 )
-from bcdiag.bundle import ModelBundle
 from bcdiag.errors import StorageError
-from bcdiag.inference import Predictor
+from bcdiag.models.bundle import ModelBundle
 from bcdiag.scans import judge
+from bcdiag.serving.inference import Predictor
 from bcdiag.storage import Storage
 from bcdiag.storage.analysis_store import (
     OUTCOME_LABELS,

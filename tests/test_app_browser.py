@@ -13,8 +13,9 @@ from mlflow_server import MlflowServer
 from playwright.sync_api import Page, sync_playwright
 from test_inference import breastmnist_png, register
 
-from bcdiag.bundle import ModelBundle
-from bcdiag.services import app_service, free_port, start, stop
+from bcdiag.models.bundle import ModelBundle
+from bcdiag.platform.services import app_service
+from bcdiag.processes import free_port, start, stop
 from bcdiag.settings import Settings
 from bcdiag.storage import upgrade
 

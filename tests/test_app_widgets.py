@@ -18,9 +18,9 @@ from test_report import pdf_text
 from bcdiag.app import ClinicianApp
 from bcdiag.app.cards import OUTCOME_CHOICES
 from bcdiag.app.clinician import HISTORY_TAB
-from bcdiag.bundle import ModelBundle
-from bcdiag.inference import Predictor
-from bcdiag.services import free_port
+from bcdiag.models.bundle import ModelBundle
+from bcdiag.processes import free_port
+from bcdiag.serving.inference import Predictor
 from bcdiag.storage import Storage
 from bcdiag.storage.analysis_store import OUTCOME_LABELS
 from bcdiag.storage.models import AuditEvent

@@ -19,10 +19,10 @@ from click.testing import CliRunner
 from mlflow_server import MlflowServer
 from PIL import Image
 
-from bcdiag.batch import score_files
-from bcdiag.bundle import ModelBundle
 from bcdiag.cli.predict import predict
-from bcdiag.registry import log_bundle, set_champion
+from bcdiag.models.bundle import ModelBundle
+from bcdiag.models.registry import log_bundle, set_champion
+from bcdiag.serving.batch import score_files
 
 pytestmark = pytest.mark.usefixtures("mlflow_tracking")
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bcdiag.crossval import cross_validate, patient_folds
 from bcdiag.datasets.mias import load
 from bcdiag.errors import ConfigurationError
-from bcdiag.recipe import Recipe
+from bcdiag.lifecycle.crossval import cross_validate, patient_folds
+from bcdiag.models.recipe import Recipe
 
 
 def test_patient_folds_never_split_a_patient() -> None:

@@ -19,10 +19,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from bcdiag.bundle import ModelBundle, file_sha256
+from bcdiag.models.bundle import ModelBundle, file_sha256
 
 RECIPE = {"epochs": 2, "members": 2, "seed": 7}
-BUNDLE_FILE = "bundle.pt"  # bcdiag.registry.BUNDLE_FILE, the name every registered bundle has
+# bcdiag.models.registry.BUNDLE_FILE: the name every registered bundle has
+BUNDLE_FILE = "bundle.pt"
 
 
 def _start_training(data_dir: Path, out: Path) -> subprocess.Popen[str]:
@@ -65,8 +66,8 @@ def test_a_recipe_and_seed_train_the_same_bundle_in_two_processes(
 def _train(data_dir: Path, out: Path, recipe: dict[str, int]) -> None:
     """The training process: BreastMNIST, `recipe`, the bundle saved as ``out/bundle.pt``."""
     from bcdiag.datasets.breastmnist import load
-    from bcdiag.recipe import Recipe
-    from bcdiag.train import train_bundle
+    from bcdiag.models.recipe import Recipe
+    from bcdiag.models.train import train_bundle
 
     bundle = train_bundle(load(data_dir), Recipe.parse(recipe, "test_determinism"))
     bundle.save(out / BUNDLE_FILE)

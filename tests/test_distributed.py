@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from bcdiag.datasets.breastmnist import load
-from bcdiag.distributed import train_bundle_distributed
-from bcdiag.recipe import Recipe
+from bcdiag.models.distributed import train_bundle_distributed
+from bcdiag.models.recipe import Recipe
 
 
 @pytest.mark.slow

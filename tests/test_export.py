@@ -15,8 +15,8 @@ from pydicom.dataset import Dataset
 from sqlalchemy import select
 
 from bcdiag.errors import BcdiagError
-from bcdiag.export import export_deidentified, strip_image_metadata
 from bcdiag.storage import Storage, upgrade
+from bcdiag.storage.export import export_deidentified, strip_image_metadata
 from bcdiag.storage.models import AuditEvent
 
 IDENTIFIERS = (

@@ -14,9 +14,8 @@ from PIL import Image
 from bcdiag.datasets import ImageSet
 from bcdiag.datasets.folder import FolderDataError
 from bcdiag.datasets.mias import load as load_mias
-from bcdiag.gate import PROMOTED, REJECTED, Margins, Scores, judge
-from bcdiag.metrics import paired_auc_difference
-from bcdiag.retrain_data import (
+from bcdiag.lifecycle.gate import PROMOTED, REJECTED, Margins, Scores, judge
+from bcdiag.lifecycle.retrain_data import (
     base_dataset,
     confirmed_set,
     load_base,
@@ -26,6 +25,7 @@ from bcdiag.retrain_data import (
     missing_base_data,
     retraining_set,
 )
+from bcdiag.models.metrics import paired_auc_difference
 from bcdiag.scans import read_scan
 from bcdiag.settings import Settings, get_settings
 from bcdiag.storage import Storage

@@ -27,8 +27,8 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from test_app_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, _upload
 from test_inference import register
 
-from bcdiag.bundle import ModelBundle
-from bcdiag.services import free_port
+from bcdiag.models.bundle import ModelBundle
+from bcdiag.processes import free_port
 
 CLINICIAN, RESEARCHER, ADMIN = "dr-alice", "rob", "admin"
 SECOND_CLINICIAN = "dr-bea"

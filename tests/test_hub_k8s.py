@@ -1,5 +1,5 @@
 """hub_config/k8s/: the Kubernetes deployment parses and carries what bcdiag relies on,
-and its roles and app command match the ones `bcdiag run` uses (bcdiag/hub.py)."""
+and its roles and app command match the ones `bcdiag run` uses (bcdiag/platform/hub.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from bcdiag import hub
-from bcdiag.services import app_service
+from bcdiag.platform import hub
+from bcdiag.platform.services import app_service
 from bcdiag.settings import Settings
 
 K8S = hub.REPO_ROOT / "hub_config" / "k8s"
@@ -67,7 +67,7 @@ def test_services_are_registered_and_run(values: dict[str, Any]) -> None:
         assert services[name]["oauth_redirect_uri"] == f"/services/{name}/oauth_callback"
     for name, file in (("bcdiag-app", "bcdiag-app.yaml"), ("mlflow-ui", "mlflow.yaml")):
         container = deployment(name, file)
-        assert container["command"][:3] == ["python", "-m", "bcdiag.hub_proxy"]
+        assert container["command"][:3] == ["python", "-m", "bcdiag.platform.proxy"]
         env = {item["name"]: item for item in container["env"]}
         token = env["JUPYTERHUB_API_TOKEN"]["valueFrom"]["secretKeyRef"]
         assert token["name"] == "hub" and token["key"].startswith("hub.services.")

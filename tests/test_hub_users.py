@@ -11,16 +11,22 @@ import pytest
 from click.testing import CliRunner
 from traitlets.config import Config, PyFileConfigLoader
 
-from bcdiag import hub
 from bcdiag.app import current_user
 from bcdiag.cli import main
 from bcdiag.errors import BcdiagError
-from bcdiag.hub_audit import audit_events
-from bcdiag.hub_kernels import CappedKernelManager
-from bcdiag.services import free_port
+from bcdiag.platform import hub
+from bcdiag.platform.audit import audit_events
+from bcdiag.platform.kernels import CappedKernelManager
+from bcdiag.platform.users import (
+    AccountError,
+    add_user,
+    check_name,
+    check_password,
+    ensure_first_admin,
+)
+from bcdiag.processes import free_port
 from bcdiag.settings import Settings, get_settings
 from bcdiag.storage import Storage, upgrade
-from bcdiag.users import AccountError, add_user, check_name, check_password, ensure_first_admin
 
 
 @pytest.fixture

@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bcdiag import inference
-from bcdiag.bundle import ModelBundle
 from bcdiag.errors import ConfigurationError
-from bcdiag.heatmaps import grad_cam, overlay_png, target_layer
-from bcdiag.inference import NoModelError, Predictor, RegistryUnavailable
+from bcdiag.models.bundle import ModelBundle
+from bcdiag.models.registry import RegisteredModel, log_bundle, set_champion
 from bcdiag.preprocess import prepare
-from bcdiag.registry import RegisteredModel, log_bundle, set_champion
+from bcdiag.processes import free_port
 from bcdiag.scans import Scan, read_scan
-from bcdiag.services import free_port
+from bcdiag.serving import inference
+from bcdiag.serving.heatmaps import grad_cam, overlay_png, target_layer
+from bcdiag.serving.inference import NoModelError, Predictor, RegistryUnavailable
 
 pytestmark = pytest.mark.usefixtures("mlflow_tracking")
 

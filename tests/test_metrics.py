@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from scipy import special
 from sklearn.metrics import log_loss, roc_auc_score
 
-from bcdiag.evaluate import evaluate, format_table
-from bcdiag.metrics import (
+from bcdiag.models.evaluate import evaluate, format_table
+from bcdiag.models.metrics import (
     _delong,
     apply_temperature,
     auc_with_ci,

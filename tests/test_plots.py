@@ -11,8 +11,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from scipy import special
 
-from bcdiag.metrics import auc_with_ci, operating_point
-from bcdiag.plots import (
+from bcdiag.models.metrics import auc_with_ci, operating_point
+from bcdiag.models.plots import (
     calibration_figure,
     confusion_figure,
     roc_figure,

@@ -15,9 +15,9 @@ from mlflow import MlflowClient
 from mlflow_server import MlflowServer
 
 from bcdiag.errors import BcdiagError
-from bcdiag.notebook_runs import run_notebook
-from bcdiag.recipe import ARTIFACT, Recipe, RecipeError, recipe_for
-from bcdiag.retrain import run_cycle
+from bcdiag.lifecycle.notebook_runs import run_notebook
+from bcdiag.lifecycle.retrain import run_cycle
+from bcdiag.models.recipe import ARTIFACT, Recipe, RecipeError, recipe_for
 from bcdiag.settings import get_settings
 from bcdiag.storage import upgrade
 

@@ -13,11 +13,11 @@ from mlflow import MlflowClient
 from mlflow_server import MlflowServer
 from PIL import Image
 
-from bcdiag.bundle import ModelBundle
 from bcdiag.datasets import ImageSet
 from bcdiag.errors import BcdiagError
-from bcdiag.pyfunc import SHA256_KEY
-from bcdiag.registry import (
+from bcdiag.models.bundle import ModelBundle
+from bcdiag.models.pyfunc import SHA256_KEY
+from bcdiag.models.registry import (
     CHAMPION,
     RegisteredModel,
     champion,

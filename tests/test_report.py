@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from test_inference import breastmnist_png
 
-from bcdiag.report import DISCLAIMER, analysis_pdf
+from bcdiag.app.report import DISCLAIMER, analysis_pdf
 from bcdiag.storage.analysis_store import StoredAnalysis
 
 HOSTILE_NAME = "<b>x</b>&.png"

@@ -31,11 +31,11 @@ from own_folder import mammogram_folder
 from sqlalchemy import select
 from test_inference import breastmnist_png
 
-from bcdiag.analyses import AnalysisAccepted, analyse_upload
-from bcdiag.bundle import ModelBundle, OperatingPointSpec
-from bcdiag.inference import Predictor
-from bcdiag.registry import CHAMPION, PREVIOUS_CHAMPION, log_bundle, set_champion
-from bcdiag.retrain import FAILED, run_cycle
+from bcdiag.app.analyses import AnalysisAccepted, analyse_upload
+from bcdiag.lifecycle.retrain import FAILED, run_cycle
+from bcdiag.models.bundle import ModelBundle, OperatingPointSpec
+from bcdiag.models.registry import CHAMPION, PREVIOUS_CHAMPION, log_bundle, set_champion
+from bcdiag.serving.inference import Predictor
 from bcdiag.settings import get_settings
 from bcdiag.storage import Storage, upgrade
 from bcdiag.storage.models import AuditEvent

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from bcdiag.services import free_port
+from bcdiag.processes import free_port
 
 PORTS = (
     "PORT", "HUB_API_PORT", "PROXY_API_PORT", "APP_PORT", "APP_PROXY_PORT", "MLFLOW_PORT",

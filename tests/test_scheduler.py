@@ -23,10 +23,18 @@ from mlflow import MlflowClient
 from bcdiag.cli import main
 from bcdiag.cli.models import retrain
 from bcdiag.errors import ConfigurationError
-from bcdiag.registry import champion
-from bcdiag.retrain import cycle_lock, run_cycle
-from bcdiag.scheduler import FAILED, RAN, REFUSED, Scheduler, first_start, scheduler_service
-from bcdiag.services import free_port, platform_services, start, stop
+from bcdiag.lifecycle.retrain import cycle_lock, run_cycle
+from bcdiag.lifecycle.scheduler import (
+    FAILED,
+    RAN,
+    REFUSED,
+    Scheduler,
+    first_start,
+    scheduler_service,
+)
+from bcdiag.models.registry import champion
+from bcdiag.platform.startup import platform_services
+from bcdiag.processes import free_port, start, stop
 from bcdiag.settings import Settings, get_settings
 from bcdiag.storage import upgrade
 

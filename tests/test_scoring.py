@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 from test_inference import breastmnist_png, register
 
-from bcdiag import gate
-from bcdiag.batch import score_files
-from bcdiag.bundle import NOT_SUSPICIOUS, SUSPICIOUS, ModelBundle, Scored
 from bcdiag.errors import ScanRejected
-from bcdiag.inference import Predictor
-from bcdiag.registry import log_bundle, set_champion
+from bcdiag.lifecycle import gate
+from bcdiag.models.bundle import NOT_SUSPICIOUS, SUSPICIOUS, ModelBundle, Scored
+from bcdiag.models.registry import log_bundle, set_champion
 from bcdiag.scans import read_scan
+from bcdiag.serving.batch import score_files
+from bcdiag.serving.inference import Predictor
 from bcdiag.settings import get_settings
 
 pytestmark = pytest.mark.usefixtures("mlflow_tracking")

@@ -12,7 +12,8 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage as gcs
 
 from bcdiag.errors import ConfigurationError, StorageError
-from bcdiag.storage.blobs import BlobStore, FileBlobStore, blob_key, open_blob_store
+from bcdiag.storage.blob_schemes import open_blob_store
+from bcdiag.storage.blobs import BlobStore, FileBlobStore, blob_key
 
 DATA = b"\x00mammogram bytes\xff" * 1000
 SHA = hashlib.sha256(DATA).hexdigest()

@@ -10,9 +10,9 @@ from matplotlib.figure import Figure
 from mlflow import MlflowClient
 
 from bcdiag.datasets import ImageSet
-from bcdiag.recipe import Recipe
-from bcdiag.tracking import MLflowCallback, Tracker, TrackingWarning
-from bcdiag.train import train_bundle
+from bcdiag.models.recipe import Recipe
+from bcdiag.models.tracking import MLflowCallback, Tracker, TrackingWarning
+from bcdiag.models.train import train_bundle
 
 EPOCHS = 2
 

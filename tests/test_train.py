@@ -11,14 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
-from bcdiag.architectures import build_model
-from bcdiag.bundle import ModelBundle, rotate
 from bcdiag.datasets import ImageSet
 from bcdiag.errors import BcdiagError, ConfigurationError
+from bcdiag.models.architectures import build_model
+from bcdiag.models.bundle import ModelBundle, rotate
+from bcdiag.models.recipe import Recipe
+from bcdiag.models.train import make_dataloaders, train_bundle
 from bcdiag.preprocess import prepare
-from bcdiag.recipe import Recipe
 from bcdiag.scans import read_scan
-from bcdiag.train import make_dataloaders, train_bundle
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,10 @@ import ipywidgets as widgets
 
 from bcdiag.app.clinician import ClinicianApp, start_warm_up
 from bcdiag.errors import BcdiagError
-from bcdiag.inference import Predictor
+from bcdiag.platform.users import acting_user
+from bcdiag.serving.inference import Predictor
 from bcdiag.settings import get_settings
 from bcdiag.storage import Storage
-from bcdiag.users import acting_user
 
 # jhsingle-native-proxy's --forward-user-info header (a JSON user model, set by the proxy
 # after hub OAuth, any client copy removed), as Voilà's http_header_envs names it.

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 
 import ipywidgets as widgets
 
-from bcdiag.analyses import AnalysisRejected, audit_report_download
-from bcdiag.bundle import SUSPICIOUS
-from bcdiag.report import DISCLAIMER, analysis_pdf
+from bcdiag.app.analyses import AnalysisRejected, audit_report_download
+from bcdiag.app.report import DISCLAIMER, analysis_pdf
+from bcdiag.models.bundle import SUSPICIOUS
 from bcdiag.storage import Storage
 from bcdiag.storage.analysis_store import StoredAnalysis
 

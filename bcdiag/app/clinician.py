@@ -13,7 +13,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from bcdiag.analyses import (
+from bcdiag.app.analyses import (
     AnalysisAccepted,
     AnalysisRejected,
     analyse_upload,
@@ -22,7 +22,7 @@ from bcdiag.analyses import (
 )
 from bcdiag.app.cards import rejection_widget, result_card
 from bcdiag.errors import BcdiagError
-from bcdiag.inference import Predictor
+from bcdiag.serving.inference import Predictor
 from bcdiag.storage import Storage
 
 log = logging.getLogger(__name__)

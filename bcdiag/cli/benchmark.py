@@ -49,7 +49,7 @@ def quality(
     as_json: bool,
 ) -> None:
     """Train the deployed recipe SEEDS times; test AUC/ACC beside MedMNIST v2's table."""
-    from bcdiag.quality import run_quality  # torch + fastai: load on use
+    from bcdiag.lifecycle.quality import run_quality  # torch + fastai: load on use
 
     config = build_recipe(dataset, epochs=epochs, members=members)
     with contextlib.redirect_stdout(sys.stderr):  # fastai's progress bars; stdout is the result
@@ -74,9 +74,9 @@ def crossval(
     """Patient-level k-fold cross-validation: pooled out-of-fold AUC with its interval."""
     import time
 
-    from bcdiag.crossval import cross_validate
     from bcdiag.datasets.catalog import load_dataset
-    from bcdiag.evaluate import format_table
+    from bcdiag.lifecycle.crossval import cross_validate
+    from bcdiag.models.evaluate import format_table
 
     folder = get_settings().required_data_dir(data_dir)
     config = build_recipe(dataset, epochs=epochs, members=members, image_size=image_size)

@@ -8,9 +8,9 @@ from pathlib import Path
 import click
 
 from bcdiag.errors import BcdiagError
-from bcdiag.export import count, export_deidentified
+from bcdiag.platform.users import acting_user
 from bcdiag.storage import Storage
-from bcdiag.users import acting_user
+from bcdiag.storage.export import count, export_deidentified
 
 
 @click.command()

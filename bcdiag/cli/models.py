@@ -14,8 +14,8 @@ from pathlib import Path
 import click
 
 from bcdiag.datasets.catalog import DATASETS
+from bcdiag.platform.users import acting_user
 from bcdiag.settings import get_settings
-from bcdiag.users import acting_user
 
 
 def _use_tracking_server() -> None:
@@ -35,12 +35,12 @@ def _use_tracking_server() -> None:
 def promote(name: str, version: str, force: bool, data_dir: Path | None, as_json: bool) -> None:
     """Move NAME's `champion` alias to VERSION if it passes the retraining gate.
 
-    The gate (`bcdiag.gate`) compares VERSION with the champion on the locked test
+    The gate (`bcdiag.lifecycle.gate`) compares VERSION with the champion on the locked test
     set; its decision goes to VERSION's MLflow run and the audit trail. Exits 0
     when promoted, 1 when rejected.
     """
-    from bcdiag.gate import PROMOTED, promote_if_passes
-    from bcdiag.registry import set_champion
+    from bcdiag.lifecycle.gate import PROMOTED, promote_if_passes
+    from bcdiag.models.registry import set_champion
     from bcdiag.storage import Storage
 
     _use_tracking_server()
@@ -76,7 +76,7 @@ def promote(name: str, version: str, force: bool, data_dir: Path | None, as_json
 @click.option("--json", "as_json", is_flag=True)
 def rollback(name: str, as_json: bool) -> None:
     """Give NAME's `champion` alias back to its `previous-champion` (audited)."""
-    from bcdiag.registry import rollback as roll_back
+    from bcdiag.models.registry import rollback as roll_back
     from bcdiag.storage import Storage
 
     _use_tracking_server()
@@ -125,10 +125,10 @@ def retrain(
         raise click.UsageError("give exactly one of --now and --schedule")
     _use_tracking_server()
     if schedule:
-        from bcdiag.scheduler import serve
+        from bcdiag.lifecycle.scheduler import serve
 
         sys.exit(serve(get_settings()))
-    from bcdiag.retrain import FAILED, run_cycle
+    from bcdiag.lifecycle.retrain import FAILED, run_cycle
 
     with contextlib.redirect_stdout(sys.stderr):  # progress output never mixes with --json
         outcomes = run_cycle(
@@ -155,7 +155,7 @@ def evaluate(
     model_name: str, version: str, dataset: str, experiment: str, data_dir: Path | None
 ) -> None:
     """Run notebooks/evaluate.ipynb (papermill) on a registered version; one MLflow run."""
-    from bcdiag.notebook_runs import run_notebook
+    from bcdiag.lifecycle.notebook_runs import run_notebook
 
     folder = data_dir or get_settings().data_dir
     parameters = {

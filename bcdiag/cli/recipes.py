@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bcdiag.recipe import Recipe, recipe_for
+from bcdiag.models.recipe import Recipe, recipe_for
 
 
 def build_recipe(dataset: str, location: str | None = None, **options: Any) -> Recipe:

@@ -6,11 +6,12 @@ import sys
 
 import click
 
-from bcdiag.hub import hub_url
-from bcdiag.services import platform_services, supervise
+from bcdiag.platform.hub import hub_url
+from bcdiag.platform.startup import platform_services
+from bcdiag.platform.users import FirstAdmin, ensure_first_admin
+from bcdiag.processes import supervise
 from bcdiag.settings import get_settings
 from bcdiag.storage.database import upgrade
-from bcdiag.users import FirstAdmin, ensure_first_admin
 
 
 def _welcome(url: str, admin: FirstAdmin | None) -> str:

@@ -21,7 +21,9 @@ from bcdiag.settings import get_settings
     help="Train with this recipe (a JSON file, or runs:/<run id>/recipe.json to re-run a "
     "logged run's recipe) instead of the data set's; the options below still replace fields.",
 )
-@click.option("--architecture", help="Registry name (bcdiag.architectures); default: recipe's.")
+@click.option(
+    "--architecture", help="Registry name (bcdiag.models.architectures); default: recipe's."
+)
 @click.option("--image-size", type=int, help="Model input side in pixels.")
 @click.option("--epochs", type=int, help="Epochs per ensemble member.")
 @click.option("--members", type=int, help="Ensemble members (each its own seed).")
@@ -54,7 +56,7 @@ def train(
     as_json: bool,
 ) -> None:
     """Train, evaluate and register a model with the data set's recipe (overridable)."""
-    from bcdiag.notebook_runs import run_notebook  # torch, fastai, mlflow: load on use
+    from bcdiag.lifecycle.notebook_runs import run_notebook  # torch, fastai, mlflow: load on use
 
     recipe = build_recipe(
         dataset,

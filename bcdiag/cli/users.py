@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 
 import click
 
-from bcdiag.hub import GROUPS
-from bcdiag.hub_audit import audit_events
+from bcdiag.platform.audit import audit_events
+from bcdiag.platform.hub import GROUPS
+from bcdiag.platform.users import add_user
 from bcdiag.settings import get_settings
 from bcdiag.storage import Storage
-from bcdiag.users import add_user
 
 
 @click.group()

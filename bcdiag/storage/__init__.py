@@ -3,7 +3,8 @@
 Use `Storage.from_settings()`; it bundles both and offers `store_scan`.
 """
 
-from bcdiag.storage.blobs import BlobStore, open_blob_store
+from bcdiag.storage.blob_schemes import open_blob_store
+from bcdiag.storage.blobs import BlobStore
 from bcdiag.storage.database import upgrade
 from bcdiag.storage.facade import Storage
 from bcdiag.storage.scan_store import StoredScan, record_audit, store_scan

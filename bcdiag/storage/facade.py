@@ -18,7 +18,8 @@ from bcdiag.storage.analysis_store import (
     StoredAnalysis,
     StoredFeedback,
 )
-from bcdiag.storage.blobs import BlobStore, open_blob_store
+from bcdiag.storage.blob_schemes import open_blob_store
+from bcdiag.storage.blobs import BlobStore
 from bcdiag.storage.database import (
     database_errors,
     open_engine,

@@ -23,9 +23,9 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from bcdiag.bundle import ModelBundle
 from bcdiag.errors import BcdiagError, ScanRejected
-from bcdiag.registry import CHAMPION, MODEL_NAMES, load_version
+from bcdiag.models.bundle import ModelBundle
+from bcdiag.models.registry import CHAMPION, MODEL_NAMES, load_version
 from bcdiag.scans import Scan
 from bcdiag.settings import get_settings
 
@@ -133,7 +133,7 @@ class Predictor:
         Returns:
             The champions now loaded; modalities without one are left out.
         """
-        from bcdiag.heatmaps import grad_cam
+        from bcdiag.serving.heatmaps import grad_cam
 
         ready = []
         for modality in MODEL_NAMES:
@@ -164,7 +164,7 @@ class Predictor:
             raise scored
         heat = None
         if heatmap:
-            from bcdiag.heatmaps import grad_cam
+            from bcdiag.serving.heatmaps import grad_cam
 
             with self._cam_lock:
                 heat = grad_cam(bundle, model.nets, scored.prepared)

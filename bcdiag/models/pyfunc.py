@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from mlflow.models import ModelSignature
     from torch import nn
 
-    from bcdiag.bundle import ModelBundle, Scored
+    from bcdiag.models.bundle import ModelBundle, Scored
     from bcdiag.scans import Scan
 
 BUNDLE_ARTIFACT = "bundle"
@@ -31,7 +31,7 @@ OUTPUT_COLUMNS = ("probability_malignant", "call", "threshold", "error")
 # Logged as the model's code (MLflow "models from code"), so the model holds no pickle.
 MODEL_CODE = """from mlflow.models import set_model
 
-from bcdiag.pyfunc import BcdiagPyfunc
+from bcdiag.models.pyfunc import BcdiagPyfunc
 
 set_model(BcdiagPyfunc())
 """
@@ -54,7 +54,7 @@ class BcdiagPyfunc(PythonModel):  # type: ignore[misc]  # mlflow is untyped here
         """Load the bundle artifact, verifying the sha256 recorded in the model config."""
         from pathlib import Path
 
-        from bcdiag.bundle import ModelBundle
+        from bcdiag.models.bundle import ModelBundle
 
         sha256 = (context.model_config or {}).get(SHA256_KEY)
         if not sha256:

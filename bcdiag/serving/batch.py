@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bcdiag.errors import ScanRejected
-from bcdiag.inference import NoModelError, Predictor
 from bcdiag.scans.files import iter_files, judge_file
 from bcdiag.scans.rules import reject, shown
 from bcdiag.scans.types import Verdict
+from bcdiag.serving.inference import NoModelError, Predictor
 from bcdiag.settings import get_settings
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ def score_file(
         return _rejected(Verdict.rejection(verdict.file, error))
     result = {**prediction.as_json(), "ok": True}
     if heatmap_dir is not None and prediction.heatmap is not None:
-        from bcdiag.heatmaps import overlay_png
+        from bcdiag.serving.heatmaps import overlay_png
 
         target = heatmap_dir / f"{path.stem}_heatmap.png"
         target.write_bytes(overlay_png(prediction.prepared, prediction.heatmap))

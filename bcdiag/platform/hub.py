@@ -20,13 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bcdiag.services import (
-    APP_HEALTH_PATH,
-    MAX_UPLOAD_BYTES,
-    Service,
-    app_service,
-    mlflow_service,
-)
+from bcdiag.platform.services import APP_HEALTH_PATH, MAX_UPLOAD_BYTES, app_service, mlflow_service
+from bcdiag.processes import Service
 from bcdiag.settings import Settings
 
 GROUPS = ("clinicians", "researchers", "admins")
@@ -36,7 +31,7 @@ ADMIN_SERVICE = "bcdiag-admin"  # holds the API token `bcdiag users add` uses on
 USER_HEADER = "X-CDSDASHBOARDS-JH-USER"  # what jhsingle-native-proxy --forward-user-info sets
 MIN_PASSWORD_LENGTH = 12
 ALLOWED_FAILED_LOGINS = 5
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 HUB_CONFIG = REPO_ROOT / "hub_config" / "jupyterhub_config.py"
 PROXY_COMMAND = REPO_ROOT / "node_modules" / ".bin" / "configurable-http-proxy"
 
@@ -116,7 +111,7 @@ def _proxy_command(port: int, destport: int, ready_path: str, command: list[str]
     The signed-in user travels as the `USER_HEADER` header; a client's own copy is dropped.
     """
     return [
-        sys.executable, "-m", "bcdiag.hub_proxy",
+        sys.executable, "-m", "bcdiag.platform.proxy",
         "--ip", "127.0.0.1", "--port", str(port), "--destport", str(destport),
         "--authtype", "oauth", "--forward-user-info",
         "--ready-check-path", ready_path, "--ready-timeout", "180",

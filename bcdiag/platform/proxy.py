@@ -1,7 +1,7 @@
 """The hub-OAuth proxy in front of the clinician app and the MLflow UI.
 
 jhsingle-native-proxy 0.8.3 with two websocket gaps closed; run as
-``python -m bcdiag.hub_proxy`` with jhsingle-native-proxy's own options.
+``python -m bcdiag.platform.proxy`` with jhsingle-native-proxy's own options.
 
 - Its websocket handshake calls tornado's ``check_origin`` itself. Since tornado 6.6 that
   accepts only configured ``trusted_origins``, so every kernel websocket got 403. The

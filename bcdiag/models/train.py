@@ -10,7 +10,7 @@ own seeds averaged over test-time views (mirrored, and turned ±8°). Calibratio
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -29,12 +29,12 @@ from fastai.vision.augment import aug_transforms
 from fastai.vision.data import Normalize
 from numpy.typing import NDArray
 
-from bcdiag.architectures import build_model
-from bcdiag.bundle import ModelBundle, OperatingPointSpec
 from bcdiag.datasets import ImageSet
-from bcdiag.metrics import choose_threshold, fit_temperature, operating_point
-from bcdiag.recipe import Recipe
-from bcdiag.reproducibility import reproducible
+from bcdiag.models.architectures import build_model
+from bcdiag.models.bundle import ModelBundle, OperatingPointSpec
+from bcdiag.models.metrics import choose_threshold, fit_temperature, operating_point
+from bcdiag.models.recipe import Recipe
+from bcdiag.models.reproducibility import reproducible
 from bcdiag.settings import get_settings
 
 
@@ -99,30 +99,30 @@ def build_learner(
     return learner
 
 
+def fit_one_cycle(learner: Learner, epochs: int, lr: float) -> None:
+    """fastai's one-cycle schedule in this process."""
+    learner.fit_one_cycle(epochs, lr)
+
+
 def fit_member(
     images: ImageSet,
     config: Recipe,
     member: int,
     stats: tuple[float, float],
     cbs: Sequence[Callback] = (),
-    distributed: bool = False,
+    fit: Callable[[Learner, int, float], None] = fit_one_cycle,
 ) -> dict[str, torch.Tensor]:
     """Train one ensemble member; its weights as CPU tensors.
 
     Args:
         stats: the training split's (mean, std), fixed for every member.
-        distributed: train data-parallel in an already launched process group
-            (`bcdiag.distributed`), through fastai's own `distrib_ctx`.
+        fit: how the learner is fitted for (epochs, lr); data-parallel training in a
+            launched process group passes `bcdiag.models.distributed.fit_data_parallel`.
     """
     with reproducible(config.seed * 1000 + member, get_settings().torch_threads):
         dls = make_dataloaders(images, config, *stats)  # its shuffling RNG is seeded here
         learner = build_learner(dls, images.part("train").y, config, cbs)
-        if distributed:
-            from bcdiag.distributed import fit_data_parallel
-
-            fit_data_parallel(learner, config.epochs, config.lr)
-        else:
-            learner.fit_one_cycle(config.epochs, config.lr)
+        fit(learner, config.epochs, config.lr)
     return {k: v.detach().float().cpu().clone() for k, v in learner.model.state_dict().items()}
 
 

@@ -1,6 +1,6 @@
 """The retraining gate: a challenger replaces the champion only if it is no worse.
 
-Both models score the modality's locked test set (`bcdiag.retrain_data`), each at its
+Both models score the modality's locked test set (`bcdiag.lifecycle.retrain_data`), each at its
 own threshold, chosen on its own validation data. The challenger passes when
 
 - the lower bound of the 95% DeLong interval of AUC(challenger) − AUC(champion) is
@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bcdiag.errors import BcdiagError
-from bcdiag.metrics import (
+from bcdiag.models.metrics import (
     AucDifference,
     AucEstimate,
     auc_with_ci,
@@ -214,7 +214,7 @@ def promote_if_passes(
     Raises:
         BcdiagError: `version` is already the champion, or was not logged by an MLflow run.
     """
-    from bcdiag.registry import champion, set_champion, version_info
+    from bcdiag.models.registry import champion, set_champion, version_info
 
     candidate, current = version_info(name, version), champion(name)
     if current is not None and current.version == candidate.version:
@@ -232,8 +232,8 @@ def promote_if_passes(
 def _locked_scores(
     name: str, version: str, data_dir: Path, settings: Settings
 ) -> tuple[Scores, npt.NDArray[np.int64]]:
-    from bcdiag.registry import load_version
-    from bcdiag.retrain_data import locked_test_set
+    from bcdiag.lifecycle.retrain_data import locked_test_set
+    from bcdiag.models.registry import load_version
 
     bundle, _ = load_version(name, version)
     test = locked_test_set(bundle.modality, data_dir, bundle.image_size, settings)

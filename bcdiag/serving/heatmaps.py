@@ -23,9 +23,9 @@ from PIL import Image
 from pytorch_grad_cam import GradCAM
 from torch import nn
 
-from bcdiag.architectures import BcNet
-from bcdiag.bundle import ModelBundle
 from bcdiag.errors import ConfigurationError
+from bcdiag.models.architectures import BcNet
+from bcdiag.models.bundle import ModelBundle
 
 MALIGNANT = 1
 

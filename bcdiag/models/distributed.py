@@ -25,14 +25,14 @@ import torch
 from fastai.distributed import DistributedDL, rank_distrib
 from fastai.learner import Learner
 
-from bcdiag.bundle import ModelBundle
 from bcdiag.datasets import ImageSet
 from bcdiag.errors import BcdiagError
-from bcdiag.recipe import Recipe
-from bcdiag.services import free_port
+from bcdiag.models.bundle import ModelBundle
+from bcdiag.models.recipe import Recipe
+from bcdiag.models.tracking import MLflowCallback, Tracker
+from bcdiag.models.train import finish_bundle, fit_member, training_stats
+from bcdiag.processes import free_port
 from bcdiag.settings import get_settings
-from bcdiag.tracking import MLflowCallback, Tracker
-from bcdiag.train import finish_bundle, fit_member, training_stats
 
 
 class CpuDistributedDL(DistributedDL):  # type: ignore[misc]  # fastai is untyped
@@ -69,7 +69,7 @@ def train_bundle_distributed(
             sys.executable, "-m", "torch.distributed.run",
             f"--nproc_per_node={processes}", "--master_addr=127.0.0.1",
             f"--master_port={free_port()}",
-            "-m", "bcdiag.distributed",
+            "-m", "bcdiag.models.distributed",
             "--images", str(shared), "--recipe", json.dumps(config.as_dict()),
             "--out", str(weights), *(("--run-id", run_id) if run_id else ()),
         ]  # fmt: skip
@@ -96,9 +96,8 @@ def _worker(argv: list[str] | None = None) -> None:
     stats = training_stats(images)
     rank_zero_logs = args.run_id and rank_distrib() == 0
     cbs = [MLflowCallback(Tracker(run_id=args.run_id))] if rank_zero_logs else []
-    members = [
-        fit_member(images, config, m, stats, cbs, distributed=True) for m in range(config.members)
-    ]
+    fit = fit_data_parallel
+    members = [fit_member(images, config, m, stats, cbs, fit=fit) for m in range(config.members)]
     if rank_distrib() == 0:
         payload = {
             "members": members,

@@ -17,9 +17,9 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from bcdiag.heatmaps import overlay_png
-from bcdiag.inference import ModelRef, NoModelError, Prediction, Predictor
 from bcdiag.scans import judge
+from bcdiag.serving.heatmaps import overlay_png
+from bcdiag.serving.inference import ModelRef, NoModelError, Prediction, Predictor
 from bcdiag.storage import Storage, StoredScan
 from bcdiag.storage.analysis_store import NewAnalysis, StoredAnalysis
 

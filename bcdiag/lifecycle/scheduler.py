@@ -1,7 +1,7 @@
 """The retraining scheduler: one cycle at each time of ``BCDIAG_RETRAIN_CRON``.
 
 `serve` (``bcdiag retrain --schedule``, started by `make run` through
-`scheduler_service`) fires `bcdiag.retrain.run_cycle` on the cron schedule (UTC),
+`scheduler_service`) fires `bcdiag.lifecycle.retrain.run_cycle` on the cron schedule (UTC),
 one cycle after another in one thread, and answers ``/health`` on
 127.0.0.1:``BCDIAG_SCHEDULER_PORT`` with the schedule and what each firing did. A
 firing while another cycle holds the lock (a ``bcdiag retrain --now``, a second
@@ -28,8 +28,8 @@ from bcdiag.errors import BcdiagError, ConfigurationError
 from bcdiag.settings import Settings
 
 if TYPE_CHECKING:
-    from bcdiag.retrain import CycleOutcome
-    from bcdiag.services import Service
+    from bcdiag.lifecycle.retrain import CycleOutcome
+    from bcdiag.processes import Service
 
 RAN, REFUSED, FAILED = "ran", "refused", "failed"
 
@@ -45,7 +45,7 @@ class Firing:
 
 
 def _run_cycle() -> Sequence[CycleOutcome]:
-    from bcdiag.retrain import run_cycle
+    from bcdiag.lifecycle.retrain import run_cycle
 
     return run_cycle()
 
@@ -76,7 +76,7 @@ class Scheduler:
 
     def fire(self, cycle: Callable[[], Sequence[CycleOutcome]] | None = None) -> Firing:
         """Run one cycle (default: the scheduled one) now; refused if one is already running."""
-        from bcdiag.retrain import CycleRunning
+        from bcdiag.lifecycle.retrain import CycleRunning
 
         at = datetime.now(UTC).isoformat(timespec="seconds")
         try:
@@ -120,9 +120,9 @@ def first_start(settings: Settings, scheduler: Scheduler) -> Firing | None:
     (checksum verified) when the US champion is missing. Modalities without base
     data are left alone. Returns the firing, or None when there was nothing to do.
     """
-    from bcdiag.registry import champion, model_name_for
-    from bcdiag.retrain import run_cycle
-    from bcdiag.retrain_data import missing_base_data
+    from bcdiag.lifecycle.retrain import run_cycle
+    from bcdiag.lifecycle.retrain_data import missing_base_data
+    from bcdiag.models.registry import champion, model_name_for
 
     if not settings.train_on_first_start:
         return None
@@ -198,7 +198,7 @@ def serve(settings: Settings) -> int:
 
 def scheduler_service(settings: Settings) -> Service:
     """The scheduler as one of the processes `make run` supervises."""
-    from bcdiag.services import Service
+    from bcdiag.processes import Service
 
     url = f"http://127.0.0.1:{settings.scheduler_port}"
     argv = [sys.executable, "-m", "bcdiag", "retrain", "--schedule"]

@@ -15,7 +15,7 @@ import numpy.typing as npt
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
-from bcdiag.metrics import (
+from bcdiag.models.metrics import (
     OperatingPoint,
     auc_with_ci,
     brier_score,

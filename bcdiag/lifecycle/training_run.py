@@ -17,20 +17,31 @@ from typing import Any
 import mlflow
 import torch
 
-from bcdiag.bundle import ModelBundle
 from bcdiag.datasets import SPLITS, ImageSet
 from bcdiag.datasets.breastmnist import near_duplicates_of_train
 from bcdiag.datasets.catalog import load_dataset
-from bcdiag.distributed import train_bundle_distributed
 from bcdiag.errors import BcdiagError
-from bcdiag.evaluate import Evaluation, evaluate, format_table
-from bcdiag.plots import calibration_figure, confusion_figure, roc_figure, training_curves_figure
-from bcdiag.recipe import ARTIFACT as RECIPE_ARTIFACT
-from bcdiag.recipe import Recipe
-from bcdiag.registry import RegisteredModel, champion, latest_version, load_version, log_bundle
+from bcdiag.models.bundle import ModelBundle
+from bcdiag.models.distributed import train_bundle_distributed
+from bcdiag.models.evaluate import Evaluation, evaluate, format_table
+from bcdiag.models.plots import (
+    calibration_figure,
+    confusion_figure,
+    roc_figure,
+    training_curves_figure,
+)
+from bcdiag.models.recipe import ARTIFACT as RECIPE_ARTIFACT
+from bcdiag.models.recipe import Recipe
+from bcdiag.models.registry import (
+    RegisteredModel,
+    champion,
+    latest_version,
+    load_version,
+    log_bundle,
+)
+from bcdiag.models.tracking import MLflowCallback
+from bcdiag.models.train import train_bundle
 from bcdiag.settings import get_settings
-from bcdiag.tracking import MLflowCallback
-from bcdiag.train import train_bundle
 
 
 @dataclass(frozen=True)
@@ -116,7 +127,7 @@ def run_training(
             and whatever else the caller records (e.g. a retraining cycle's counts).
         run_id: an MLflow run to log into (papermill callers create it, so they can
             attach the executed notebook); default: a new run in `experiment`.
-        processes: data-parallel training processes on this machine (`bcdiag.distributed`).
+        processes: data-parallel training processes on this machine (`bcdiag.models.distributed`).
     """
     start = time.perf_counter()
     mlflow.set_experiment(experiment)
@@ -125,7 +136,7 @@ def run_training(
         mlflow.log_params({**params, "modality": images.modality, **recipe.as_params()})
         mlflow.log_dict(recipe.as_dict(), RECIPE_ARTIFACT)
         mlflow.log_params({f"n_{s}": int((images.split == s).sum()) for s in SPLITS})
-        # The thread count is part of what makes a run repeatable (bcdiag.reproducibility).
+        # The thread count is part of what makes a run repeatable (bcdiag.models.reproducibility).
         mlflow.log_params({"processes": processes, "torch_threads": get_settings().torch_threads})
         mlflow.set_tags(
             {

@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import nn
 
-from bcdiag.architectures import build_model
 from bcdiag.errors import BcdiagError, ScanRejected
-from bcdiag.metrics import apply_temperature
+from bcdiag.models.architectures import build_model
+from bcdiag.models.metrics import apply_temperature
 from bcdiag.preprocess import prepare
 from bcdiag.scans.rules import reject
 from bcdiag.scans.types import Scan

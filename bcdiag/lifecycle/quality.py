@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bcdiag.datasets.breastmnist import load, near_duplicates_of_train
-from bcdiag.evaluate import Evaluation, evaluate
-from bcdiag.metrics import operating_point
-from bcdiag.recipe import Recipe, recipe_for
-from bcdiag.train import train_bundle
+from bcdiag.models.evaluate import Evaluation, evaluate
+from bcdiag.models.metrics import operating_point
+from bcdiag.models.recipe import Recipe, recipe_for
+from bcdiag.models.train import train_bundle
 
 # MedMNIST v2 (Yang et al., Scientific Data 2023), BreastMNIST test AUC / ACC.
 PUBLISHED = {

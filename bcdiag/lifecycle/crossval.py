@@ -15,10 +15,10 @@ from numpy.typing import NDArray
 
 from bcdiag.datasets import ImageSet
 from bcdiag.errors import ConfigurationError
-from bcdiag.evaluate import Evaluation, evaluate
-from bcdiag.metrics import OperatingPoint, operating_point
-from bcdiag.recipe import Recipe
-from bcdiag.train import train_bundle
+from bcdiag.models.evaluate import Evaluation, evaluate
+from bcdiag.models.metrics import OperatingPoint, operating_point
+from bcdiag.models.recipe import Recipe
+from bcdiag.models.train import train_bundle
 
 
 def patient_folds(groups: list[str], folds: int, seed: int) -> NDArray[np.int64]:

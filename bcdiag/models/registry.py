@@ -3,8 +3,9 @@
 A registered version carries the bundle's sha256 as the tag ``bundle_sha256`` (also
 set on the run); `load_version` loads nothing whose sha256 differs. `set_champion`
 moves the ``champion`` alias unconditionally (the replaced one keeps
-``previous-champion`` for a `rollback`); callers gate first: `bcdiag.gate.promote_if_passes`
-for the retraining cycle and ``bcdiag promote``, an audited ``--force`` otherwise.
+``previous-champion`` for a `rollback`); callers gate first:
+`bcdiag.lifecycle.gate.promote_if_passes` for the retraining cycle and ``bcdiag
+promote``, an audited ``--force`` otherwise.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from bcdiag.bundle import ModelBundle
 from bcdiag.errors import BcdiagError
-from bcdiag.pyfunc import BUNDLE_ARTIFACT, MODEL_CODE, SHA256_KEY, signature, synthetic_png
+from bcdiag.models.bundle import ModelBundle
+from bcdiag.models.pyfunc import BUNDLE_ARTIFACT, MODEL_CODE, SHA256_KEY, signature, synthetic_png
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

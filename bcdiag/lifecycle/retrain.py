@@ -2,9 +2,9 @@
 
 For each modality: skip it (with the reason) when its base data set is missing;
 run ``notebooks/retrain.ipynb`` through papermill as one MLflow run — it trains
-on the base data plus the clinician-confirmed scans (`bcdiag.retrain_data`) with
-`bcdiag.pipeline.run_training`, as `bcdiag train` does, and registers the
-challenger; judge it against the champion on the locked test set (`bcdiag.gate`);
+on the base data plus the clinician-confirmed scans (`bcdiag.lifecycle.retrain_data`) with
+`bcdiag.lifecycle.training_run.run_training`, as `bcdiag train` does, and registers the
+challenger; judge it against the champion on the locked test set (`bcdiag.lifecycle.gate`);
 record the decision in MLflow and the audit trail; and only then move ``champion``
 (the replaced one keeps ``previous-champion``). A failure leaves the champion where
 it was, marks the run FAILED and writes a ``retrain.failed`` audit event. A lock
@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from bcdiag.errors import BcdiagError
-from bcdiag.gate import GateDecision
-from bcdiag.recipe import Recipe, recipe_for
+from bcdiag.lifecycle.gate import GateDecision
+from bcdiag.models.recipe import Recipe, recipe_for
 from bcdiag.settings import Settings, get_settings
 from bcdiag.storage import Storage
 
@@ -121,7 +121,7 @@ def cycle_recipe(
 ) -> Recipe:
     """The modality's public data set's recipe (also for a site's own folder), with the
     ``retrain_recipe`` setting and then `overrides` (from `source`) replacing fields."""
-    from bcdiag.retrain_data import BASE_DATASETS
+    from bcdiag.lifecycle.retrain_data import BASE_DATASETS
 
     dataset = BASE_DATASETS.get(modality, modality)
     recipe = recipe_for(dataset, settings.retrain_recipe, source="BCDIAG_RETRAIN_RECIPE")
@@ -137,8 +137,8 @@ def _cycle(
     user: str,
     experiment: str,
 ) -> CycleOutcome:
-    from bcdiag.registry import champion, model_name_for
-    from bcdiag.retrain_data import missing_base_data
+    from bcdiag.lifecycle.retrain_data import missing_base_data
+    from bcdiag.models.registry import champion, model_name_for
 
     name = model_name_for(modality)
     missing = missing_base_data(modality, data_dir, settings)
@@ -160,8 +160,8 @@ def _cycle(
 def _challenge(
     outcome: CycleOutcome, data_dir: Path, recipe: Recipe, experiment: str
 ) -> CycleOutcome:
-    from bcdiag.notebook_runs import run_notebook
-    from bcdiag.registry import version_of_run
+    from bcdiag.lifecycle.notebook_runs import run_notebook
+    from bcdiag.models.registry import version_of_run
 
     parameters = {
         "modality": outcome.modality,
@@ -177,7 +177,7 @@ def _challenge(
 def _decide(
     outcome: CycleOutcome, data_dir: Path, storage: Storage, settings: Settings, user: str
 ) -> CycleOutcome:
-    from bcdiag.gate import promote_if_passes
+    from bcdiag.lifecycle.gate import promote_if_passes
 
     if outcome.run_id is None or outcome.challenger_version is None:
         raise BcdiagError("the challenger was not registered")

@@ -1,6 +1,6 @@
 """One evaluation of a model on one labelled set, ready for MLflow and for reading.
 
-`evaluate` bundles the metrics of `bcdiag.metrics` at a threshold that was
+`evaluate` bundles the metrics of `bcdiag.models.metrics` at a threshold that was
 chosen beforehand on validation data; `Evaluation.as_dict` flattens them for
 ``mlflow.log_metrics`` and `format_table` lays several side by side.
 """
@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import numpy.typing as npt
 
-from bcdiag.metrics import (
+from bcdiag.models.metrics import (
     AucEstimate,
     OperatingPoint,
     auc_with_ci,

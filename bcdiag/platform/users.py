@@ -24,8 +24,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from bcdiag import hub
 from bcdiag.errors import BcdiagError
+from bcdiag.platform import hub
 from bcdiag.settings import Settings
 
 USERNAME = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}")

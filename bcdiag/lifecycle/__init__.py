@@ -1,0 +1,1 @@
+"""The model lifecycle: training runs, retraining cycles, the gate, the scheduler, studies."""

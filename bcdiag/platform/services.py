@@ -1,0 +1,71 @@
+"""Two of the servers `make run` starts: MLflow, and the clinician app (which the hub
+runs as its service); `bcdiag.platform.startup` lists them all."""
+
+from __future__ import annotations
+
+import sys
+
+from bcdiag.processes import Service
+from bcdiag.settings import Settings
+
+
+def mlflow_service(settings: Settings, port: int | str | None = None) -> Service:
+    """MLflow tracking server + model registry: SQLite backend, local artifacts.
+
+    `port` defaults to `Settings.mlflow_port`; the hub's MLflow UI service passes a
+    placeholder to run a second, UI-only server on the same stores.
+    """
+    store = settings.home / "mlflow"
+    store.mkdir(parents=True, exist_ok=True)
+    port = settings.mlflow_port if port is None else port
+    url = f"http://127.0.0.1:{port}"
+    argv = [
+        sys.executable, "-m", "mlflow", "server",
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--backend-store-uri", f"sqlite:///{(store / 'mlflow.sqlite').resolve()}",
+        "--artifacts-destination", str((store / "artifacts").resolve()),
+        "--workers", "1",
+        "--uvicorn-opts", "--log-level warning",
+    ]  # fmt: skip
+    # MLflow 3.17's server starts ~10 job-runner processes by default; bcdiag uses no
+    # server-side jobs, and on 2 cores they slowed training ~25x.
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    return Service("mlflow", argv, f"{url}/health", url, env)
+
+
+MAX_UPLOAD_BYTES = 200 * 2**20
+APP_HEALTH_PATH = "/voila/templates/lab/static/labvariables.css"
+
+
+def app_service(settings: Settings, base_url: str = "/") -> Service:
+    """The clinician app: Voilà serving notebooks/app.ipynb (no file browser, no code).
+
+    Behind the hub (`base_url` ``/services/bcdiag-app/``) the hub-OAuth proxy strips that
+    prefix and adds the signed-in user as a header; Voilà hands the header to the page's
+    kernel as ``HTTP_X_CDSDASHBOARDS_JH_USER`` (`bcdiag.app.current_user` reads it).
+    Preheated kernels receive it when the notebook calls `voila.utils.wait_for_request`.
+    """
+    url = f"http://127.0.0.1:{settings.app_port}"
+    idle_s = settings.idle_minutes * 60
+    argv = [
+        sys.executable, "-m", "voila", str(settings.notebooks_dir / "app.ipynb"),
+        "--no-browser", f"--port={settings.app_port}", "--Voila.ip=127.0.0.1",
+        f"--Voila.base_url={base_url}", "--Voila.server_url=/",
+        # Full-size mammograms are 10-60 MB; tornado's websocket default (10 MiB) drops them.
+        f'--Voila.tornado_settings={{"websocket_max_message_size": {MAX_UPLOAD_BYTES}}}',
+        "--VoilaConfiguration.http_header_envs=X-CDSDASHBOARDS-JH-USER",
+        "--VoilaConfiguration.multi_kernel_manager_class="
+        "bcdiag.platform.kernels.CappedKernelManager",
+        f"--CappedKernelManager.max_kernels={settings.app_max_kernels}",
+        # A closed tab's kernel is shut down by Voilà; one left open and idle, after this.
+        f"--MappingKernelManager.cull_idle_timeout={idle_s}",
+        "--MappingKernelManager.cull_interval=60",
+    ]  # fmt: skip
+    if settings.app_pool_size > 0:
+        argv += ["--preheat_kernel=True", f"--pool_size={settings.app_pool_size}"]
+    env = {"MLFLOW_TRACKING_URI": settings.resolved_tracking_uri, "BCDIAG_HOME": str(settings.home)}
+    if base_url != "/":
+        env["BCDIAG_APP_BEHIND_HUB"] = "true"
+    # Health: a static file, since rendering the page would start (and strand) a kernel.
+    return Service("clinician app", argv, f"{url}{APP_HEALTH_PATH}", f"{url}/", env)
