@@ -30,9 +30,9 @@ from bcdiag.lifecycle.scheduler import (
     REFUSED,
     Scheduler,
     first_start,
-    scheduler_service,
 )
 from bcdiag.models.registry import champion
+from bcdiag.platform.services import scheduler_service
 from bcdiag.platform.startup import platform_services
 from bcdiag.processes import free_port, start, stop
 from bcdiag.settings import Settings, get_settings

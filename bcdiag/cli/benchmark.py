@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -12,7 +13,7 @@ from typing import TypeVar
 import click
 
 from bcdiag.cli.recipes import build_recipe
-from bcdiag.datasets.catalog import DATASETS
+from bcdiag.datasets.catalog import DATASETS, load_dataset
 from bcdiag.settings import get_settings
 
 F = TypeVar("F", bound=Callable[..., None])
@@ -72,11 +73,8 @@ def crossval(
     as_json: bool,
 ) -> None:
     """Patient-level k-fold cross-validation: pooled out-of-fold AUC with its interval."""
-    import time
-
-    from bcdiag.datasets.catalog import load_dataset
-    from bcdiag.lifecycle.crossval import cross_validate
-    from bcdiag.models.evaluate import format_table
+    from bcdiag.lifecycle.crossval import cross_validate  # torch + fastai: load on use
+    from bcdiag.models.evaluate import format_table  # scipy: load on use
 
     folder = get_settings().required_data_dir(data_dir)
     config = build_recipe(dataset, epochs=epochs, members=members, image_size=image_size)

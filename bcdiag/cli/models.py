@@ -16,10 +16,11 @@ import click
 from bcdiag.datasets.catalog import DATASETS
 from bcdiag.platform.users import acting_user
 from bcdiag.settings import get_settings
+from bcdiag.storage import Storage
 
 
 def _use_tracking_server() -> None:
-    import mlflow
+    import mlflow  # 1 s, 120 MB: not for `bcdiag --help`
 
     mlflow.set_tracking_uri(get_settings().resolved_tracking_uri)
 
@@ -39,9 +40,8 @@ def promote(name: str, version: str, force: bool, data_dir: Path | None, as_json
     set; its decision goes to VERSION's MLflow run and the audit trail. Exits 0
     when promoted, 1 when rejected.
     """
-    from bcdiag.lifecycle.gate import PROMOTED, promote_if_passes
+    from bcdiag.lifecycle.gate import PROMOTED, promote_if_passes  # torch, mlflow: on use
     from bcdiag.models.registry import set_champion
-    from bcdiag.storage import Storage
 
     _use_tracking_server()
     settings = get_settings()
@@ -76,8 +76,7 @@ def promote(name: str, version: str, force: bool, data_dir: Path | None, as_json
 @click.option("--json", "as_json", is_flag=True)
 def rollback(name: str, as_json: bool) -> None:
     """Give NAME's `champion` alias back to its `previous-champion` (audited)."""
-    from bcdiag.models.registry import rollback as roll_back
-    from bcdiag.storage import Storage
+    from bcdiag.models.registry import rollback as roll_back  # torch, mlflow: on use
 
     _use_tracking_server()
     with Storage.from_settings() as storage:
@@ -125,10 +124,10 @@ def retrain(
         raise click.UsageError("give exactly one of --now and --schedule")
     _use_tracking_server()
     if schedule:
-        from bcdiag.lifecycle.scheduler import serve
+        from bcdiag.lifecycle.scheduler import serve  # torch, mlflow, papermill: on use
 
         sys.exit(serve(get_settings()))
-    from bcdiag.lifecycle.retrain import FAILED, run_cycle
+    from bcdiag.lifecycle.retrain import FAILED, run_cycle  # torch, mlflow, papermill: on use
 
     with contextlib.redirect_stdout(sys.stderr):  # progress output never mixes with --json
         outcomes = run_cycle(
@@ -155,7 +154,7 @@ def evaluate(
     model_name: str, version: str, dataset: str, experiment: str, data_dir: Path | None
 ) -> None:
     """Run notebooks/evaluate.ipynb (papermill) on a registered version; one MLflow run."""
-    from bcdiag.lifecycle.notebook_runs import run_notebook
+    from bcdiag.lifecycle.notebook_runs import run_notebook  # mlflow, papermill: on use
 
     folder = data_dir or get_settings().data_dir
     parameters = {

@@ -34,7 +34,7 @@ def predict(
 
     Exits 0 when every file was scored, 1 when any was rejected or had no model.
     """
-    from bcdiag.serving.batch import score_files
+    from bcdiag.serving.batch import score_files  # torch, dask, mlflow: load on use
 
     all_ok = True
     for result in score_files(

@@ -26,8 +26,10 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from mlflow import MlflowClient
 
 from bcdiag.errors import BcdiagError
+from bcdiag.lifecycle.retrain_data import locked_test_set
 from bcdiag.models.metrics import (
     AucDifference,
     AucEstimate,
@@ -35,6 +37,7 @@ from bcdiag.models.metrics import (
     operating_point,
     paired_auc_difference,
 )
+from bcdiag.models.registry import champion, load_version, set_champion, version_info
 from bcdiag.settings import Settings
 from bcdiag.storage import Storage
 
@@ -200,10 +203,10 @@ def evaluate_challenger(
     Each model sees the set prepared at its own input size; the cases are the same.
     """
     challenger, labels = _locked_scores(name, challenger_version, data_dir, settings)
-    champion = None
+    incumbent = None
     if champion_version is not None:
-        champion = _locked_scores(name, champion_version, data_dir, settings)[0]
-    return judge(labels, challenger, champion, Margins.from_settings(settings))
+        incumbent = _locked_scores(name, champion_version, data_dir, settings)[0]
+    return judge(labels, challenger, incumbent, Margins.from_settings(settings))
 
 
 def promote_if_passes(
@@ -214,8 +217,6 @@ def promote_if_passes(
     Raises:
         BcdiagError: `version` is already the champion, or was not logged by an MLflow run.
     """
-    from bcdiag.models.registry import champion, set_champion, version_info
-
     candidate, current = version_info(name, version), champion(name)
     if current is not None and current.version == candidate.version:
         raise BcdiagError(f"{name} version {candidate.version} is already the champion")
@@ -232,9 +233,6 @@ def promote_if_passes(
 def _locked_scores(
     name: str, version: str, data_dir: Path, settings: Settings
 ) -> tuple[Scores, npt.NDArray[np.int64]]:
-    from bcdiag.lifecycle.retrain_data import locked_test_set
-    from bcdiag.models.registry import load_version
-
     bundle, _ = load_version(name, version)
     test = locked_test_set(bundle.modality, data_dir, bundle.image_size, settings)
     probabilities = np.array(
@@ -247,8 +245,6 @@ def record_decision(
     decision: GateDecision, *, name: str, run_id: str, storage: Storage, user: str
 ) -> None:
     """Log the decision to the challenger's MLflow run and to the audit trail."""
-    from mlflow import MlflowClient
-
     client = MlflowClient()
     for key, value in decision.metrics().items():
         client.log_metric(run_id, key, value)

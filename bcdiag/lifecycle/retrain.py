@@ -19,9 +19,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+from mlflow import MlflowClient
+
 from bcdiag.errors import BcdiagError
-from bcdiag.lifecycle.gate import GateDecision
+from bcdiag.lifecycle.gate import GateDecision, promote_if_passes
+from bcdiag.lifecycle.notebook_runs import run_notebook
+from bcdiag.lifecycle.retrain_data import BASE_DATASETS, missing_base_data
 from bcdiag.models.recipe import Recipe, recipe_for
+from bcdiag.models.registry import champion, model_name_for, version_of_run
 from bcdiag.settings import Settings, get_settings
 from bcdiag.storage import Storage
 
@@ -65,8 +71,6 @@ class CycleOutcome:
 @contextmanager
 def cycle_lock(settings: Settings) -> Iterator[None]:
     """Hold the cycle lock; `CycleRunning` at once if another process or thread holds it."""
-    from filelock import FileLock, Timeout
-
     settings.home.mkdir(parents=True, exist_ok=True)
     path = settings.home / LOCK_FILE
     lock = FileLock(path, timeout=0, thread_local=False)
@@ -121,8 +125,6 @@ def cycle_recipe(
 ) -> Recipe:
     """The modality's public data set's recipe (also for a site's own folder), with the
     ``retrain_recipe`` setting and then `overrides` (from `source`) replacing fields."""
-    from bcdiag.lifecycle.retrain_data import BASE_DATASETS
-
     dataset = BASE_DATASETS.get(modality, modality)
     recipe = recipe_for(dataset, settings.retrain_recipe, source="BCDIAG_RETRAIN_RECIPE")
     return Recipe.parse(overrides, source, base=recipe)
@@ -137,9 +139,6 @@ def _cycle(
     user: str,
     experiment: str,
 ) -> CycleOutcome:
-    from bcdiag.lifecycle.retrain_data import missing_base_data
-    from bcdiag.models.registry import champion, model_name_for
-
     name = model_name_for(modality)
     missing = missing_base_data(modality, data_dir, settings)
     if missing is not None or data_dir is None:
@@ -160,9 +159,6 @@ def _cycle(
 def _challenge(
     outcome: CycleOutcome, data_dir: Path, recipe: Recipe, experiment: str
 ) -> CycleOutcome:
-    from bcdiag.lifecycle.notebook_runs import run_notebook
-    from bcdiag.models.registry import version_of_run
-
     parameters = {
         "modality": outcome.modality,
         "recipe": recipe.as_dict(),
@@ -177,8 +173,6 @@ def _challenge(
 def _decide(
     outcome: CycleOutcome, data_dir: Path, storage: Storage, settings: Settings, user: str
 ) -> CycleOutcome:
-    from bcdiag.lifecycle.gate import promote_if_passes
-
     if outcome.run_id is None or outcome.challenger_version is None:
         raise BcdiagError("the challenger was not registered")
     decision = promote_if_passes(
@@ -195,8 +189,6 @@ def _decide(
 def _record_failure(
     outcome: CycleOutcome, error: BaseException, storage: Storage, user: str
 ) -> None:
-    from mlflow import MlflowClient
-
     if outcome.run_id is not None:
         MlflowClient().set_terminated(outcome.run_id, "FAILED")
     storage.record_audit(

@@ -1,8 +1,8 @@
 """The retraining scheduler: one cycle at each time of ``BCDIAG_RETRAIN_CRON``.
 
 `serve` (``bcdiag retrain --schedule``, started by `make run` through
-`scheduler_service`) fires `bcdiag.lifecycle.retrain.run_cycle` on the cron schedule (UTC),
-one cycle after another in one thread, and answers ``/health`` on
+`bcdiag.platform.services.scheduler_service`) fires `bcdiag.lifecycle.retrain.run_cycle`
+on the cron schedule (UTC), one cycle after another in one thread, and answers ``/health`` on
 127.0.0.1:``BCDIAG_SCHEDULER_PORT`` with the schedule and what each firing did. A
 firing while another cycle holds the lock (a ``bcdiag retrain --now``, a second
 scheduler) is refused and recorded; the next comes at the next cron time.
@@ -22,14 +22,16 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from croniter import croniter
+
+from bcdiag.datasets import breastmnist
 from bcdiag.errors import BcdiagError, ConfigurationError
+from bcdiag.lifecycle.retrain import CycleOutcome, CycleRunning, run_cycle
+from bcdiag.lifecycle.retrain_data import missing_base_data
+from bcdiag.models.registry import champion, model_name_for
 from bcdiag.settings import Settings
-
-if TYPE_CHECKING:
-    from bcdiag.lifecycle.retrain import CycleOutcome
-    from bcdiag.processes import Service
 
 RAN, REFUSED, FAILED = "ran", "refused", "failed"
 
@@ -44,18 +46,10 @@ class Firing:
     outcomes: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _run_cycle() -> Sequence[CycleOutcome]:
-    from bcdiag.lifecycle.retrain import run_cycle
-
-    return run_cycle()
-
-
 class Scheduler:
     """Fires `cycle` at each time of the cron expression `cron` (UTC)."""
 
-    def __init__(self, cron: str, cycle: Callable[[], Sequence[CycleOutcome]] = _run_cycle) -> None:
-        from croniter import croniter
-
+    def __init__(self, cron: str, cycle: Callable[[], Sequence[CycleOutcome]] = run_cycle) -> None:
         if not croniter.is_valid(cron):
             raise ConfigurationError(
                 f"BCDIAG_RETRAIN_CRON {cron!r} is not a cron expression, e.g. '0 3 * * 0' "
@@ -69,15 +63,11 @@ class Scheduler:
 
     def next_fire(self, after: datetime) -> datetime:
         """The first cron time strictly after `after`."""
-        from croniter import croniter
-
         found: datetime = croniter(self.cron, after).get_next(datetime)
         return found
 
     def fire(self, cycle: Callable[[], Sequence[CycleOutcome]] | None = None) -> Firing:
         """Run one cycle (default: the scheduled one) now; refused if one is already running."""
-        from bcdiag.lifecycle.retrain import CycleRunning
-
         at = datetime.now(UTC).isoformat(timespec="seconds")
         try:
             outcomes = (cycle or self.cycle)()
@@ -120,10 +110,6 @@ def first_start(settings: Settings, scheduler: Scheduler) -> Firing | None:
     (checksum verified) when the US champion is missing. Modalities without base
     data are left alone. Returns the firing, or None when there was nothing to do.
     """
-    from bcdiag.lifecycle.retrain import run_cycle
-    from bcdiag.lifecycle.retrain_data import missing_base_data
-    from bcdiag.models.registry import champion, model_name_for
-
     if not settings.train_on_first_start:
         return None
     folder = settings.base_data_dir
@@ -149,8 +135,6 @@ def first_start(settings: Settings, scheduler: Scheduler) -> Firing | None:
 
 
 def _fetch_breastmnist(folder: Path) -> None:
-    from bcdiag.datasets import breastmnist
-
     try:
         breastmnist.fetch(folder)
     except BcdiagError as error:  # offline: the cycle skips US and says why
@@ -194,17 +178,3 @@ def serve(settings: Settings) -> int:
         server.shutdown()
         server.server_close()
     return 0
-
-
-def scheduler_service(settings: Settings) -> Service:
-    """The scheduler as one of the processes `make run` supervises."""
-    from bcdiag.processes import Service
-
-    url = f"http://127.0.0.1:{settings.scheduler_port}"
-    argv = [sys.executable, "-m", "bcdiag", "retrain", "--schedule"]
-    env = {
-        "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri,
-        "BCDIAG_HOME": str(settings.home),
-        "BCDIAG_SCHEDULER_PORT": str(settings.scheduler_port),
-    }
-    return Service("retraining scheduler", argv, f"{url}/health", f"{url}/health", env)

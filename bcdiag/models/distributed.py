@@ -22,6 +22,7 @@ from pathlib import Path
 
 import fastai.distributed  # noqa: F401  (adds Learner.distrib_ctx)
 import torch
+from accelerate import PartialState
 from fastai.distributed import DistributedDL, rank_distrib
 from fastai.learner import Learner
 
@@ -82,8 +83,6 @@ def train_bundle_distributed(
 
 def _worker(argv: list[str] | None = None) -> None:
     """One rank: train every member data-parallel; rank 0 saves the weights."""
-    from accelerate import PartialState
-
     parser = argparse.ArgumentParser()
     for name in ("--images", "--recipe", "--out"):
         parser.add_argument(name, required=True)

@@ -10,20 +10,22 @@ The bundle file is loaded only after its sha256 matches the one in the model con
 # the class is created and warns about hints it sees as strings.
 
 import io
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from mlflow.models import ModelSignature
 from mlflow.pyfunc.model import PythonModel, PythonModelContext
+from mlflow.types import ColSpec, Schema
+from PIL import Image
 
 from bcdiag.errors import BcdiagError, ScanRejected
+from bcdiag.models.bundle import ModelBundle, Scored
+from bcdiag.scans import Scan, read_scan
 
 if TYPE_CHECKING:
-    from mlflow.models import ModelSignature
     from torch import nn
-
-    from bcdiag.models.bundle import ModelBundle, Scored
-    from bcdiag.scans import Scan
 
 BUNDLE_ARTIFACT = "bundle"
 SHA256_KEY = "bundle_sha256"
@@ -52,10 +54,6 @@ class BcdiagPyfunc(PythonModel):  # type: ignore[misc]  # mlflow is untyped here
 
     def load_context(self, context: PythonModelContext) -> None:
         """Load the bundle artifact, verifying the sha256 recorded in the model config."""
-        from pathlib import Path
-
-        from bcdiag.models.bundle import ModelBundle
-
         sha256 = (context.model_config or {}).get(SHA256_KEY)
         if not sha256:
             raise BcdiagError(f"the model config has no {SHA256_KEY}; re-log the model")
@@ -97,8 +95,6 @@ class BcdiagPyfunc(PythonModel):  # type: ignore[misc]  # mlflow is untyped here
 
 def _read(data: object, label: str, modality: str) -> "Scan | ScanRejected":
     """The scan in a cell, or why it cannot be read."""
-    from bcdiag.scans import read_scan
-
     try:
         return read_scan(_as_bytes(data), label, modality=modality)
     except ScanRejected as error:
@@ -121,9 +117,6 @@ def _as_bytes(value: object) -> bytes:
 
 def signature() -> "ModelSignature":
     """Input: ``image`` (binary), optional ``name``; output: the four result columns."""
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
-
     return ModelSignature(
         inputs=Schema([ColSpec("binary", "image"), ColSpec("string", "name", required=False)]),
         outputs=Schema(
@@ -139,8 +132,6 @@ def signature() -> "ModelSignature":
 
 def synthetic_png(size: int) -> bytes:
     """A small non-blank grayscale PNG (a radial gradient), e.g. as an input example."""
-    from PIL import Image
-
     axis = np.linspace(-1.0, 1.0, size)
     radius = np.hypot(*np.meshgrid(axis, axis))
     pixels = (255 * np.clip(1.0 - radius, 0.0, 1.0)).astype(np.uint8)

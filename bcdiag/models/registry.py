@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import mlflow
 import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from bcdiag.errors import BcdiagError
 from bcdiag.models.bundle import ModelBundle
 from bcdiag.models.pyfunc import BUNDLE_ARTIFACT, MODEL_CODE, SHA256_KEY, signature, synthetic_png
-
-if TYPE_CHECKING:
-    from mlflow import MlflowClient
 
 MODEL_NAMES = {"US": "bcdiag-us", "MG": "bcdiag-mg"}
 CHAMPION, PREVIOUS_CHAMPION = "champion", "previous-champion"
@@ -70,8 +70,6 @@ def log_bundle(
         registered_name: default `model_name_for` the bundle's modality.
         example_png: a real scan for the input example; default a synthetic image.
     """
-    import mlflow
-
     run = mlflow.active_run()
     if run is None:
         raise BcdiagError("log_bundle needs an active MLflow run: call mlflow.start_run()")
@@ -101,16 +99,11 @@ def log_bundle(
 
 def _requirements() -> list[str]:
     # bcdiag brings the rest; mlflow and torch pinned to what wrote the model files.
-    from importlib.metadata import version
-
     return [f"{name}=={version(name)}" for name in ("bcdiag", "mlflow", "torch")]
 
 
 def version_info(name: str, version: str | int) -> ModelVersionInfo:
     """A registered version; `BcdiagError` naming what exists when it does not."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
     client = MlflowClient()
     _registered_aliases(client, name)
     try:
@@ -128,8 +121,6 @@ def version_info(name: str, version: str | int) -> ModelVersionInfo:
 
 def load_version(name: str, version: str | int) -> tuple[ModelBundle, ModelVersionInfo]:
     """Download a version's bundle and load it, verifying the registered sha256."""
-    import mlflow
-
     info = version_info(name, version)
     with tempfile.TemporaryDirectory() as folder:
         local = mlflow.artifacts.download_artifacts(
@@ -140,8 +131,6 @@ def load_version(name: str, version: str | int) -> tuple[ModelBundle, ModelVersi
 
 def latest_version(name: str) -> str:
     """The newest registered version of `name`."""
-    from mlflow import MlflowClient
-
     versions = MlflowClient().search_model_versions(f"name = '{name}'")
     if not versions:
         raise BcdiagError(f"no version of {name} is registered yet; train one first")
@@ -150,9 +139,6 @@ def latest_version(name: str) -> str:
 
 def champion(name: str) -> ModelVersionInfo | None:
     """The version with the ``champion`` alias; None if there is none or `name` is unregistered."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
     try:
         aliases = MlflowClient().get_registered_model(name).aliases
     except MlflowException as error:
@@ -168,8 +154,6 @@ def set_champion(name: str, version: str | int) -> ModelVersionInfo | None:
 
     The replaced champion keeps ``previous-champion``; callers apply a gate first.
     """
-    from mlflow import MlflowClient
-
     client = MlflowClient()
     candidate = version_info(name, version)
     current = champion(name)
@@ -185,8 +169,6 @@ def rollback(name: str) -> tuple[str, str]:
     The ``previous-champion`` alias is removed, so a second rollback fails rather than
     flipping back to the withdrawn version.
     """
-    from mlflow import MlflowClient
-
     client = MlflowClient()
     aliases = _registered_aliases(client, name)
     previous, current = aliases.get(PREVIOUS_CHAMPION), aliases.get(CHAMPION)
@@ -199,8 +181,6 @@ def rollback(name: str) -> tuple[str, str]:
 
 def version_of_run(name: str, run_id: str) -> str:
     """The version of `name` that MLflow run `run_id` registered."""
-    from mlflow import MlflowClient
-
     versions = MlflowClient().search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
     if not versions:
         raise BcdiagError(f"MLflow run {run_id} registered no version of {name}")
@@ -208,8 +188,6 @@ def version_of_run(name: str, run_id: str) -> str:
 
 
 def _registered_aliases(client: MlflowClient, name: str) -> dict[str, str]:
-    from mlflow.exceptions import MlflowException
-
     try:
         model = client.get_registered_model(name)
     except MlflowException as error:

@@ -20,8 +20,11 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import mlflow
 from fastai.callback.core import Callback
 from fastai.learner import Recorder
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
 
 from bcdiag.errors import BcdiagError
 
@@ -56,15 +59,11 @@ class Tracker:
 
     def log_params(self, params: Mapping[str, Any]) -> bool:
         """Log parameters (values as strings); returns whether MLflow took them."""
-        from mlflow.entities import Param
-
         items = [Param(key, str(value)) for key, value in params.items()]
         return self._call("log params", lambda client, run: client.log_batch(run, params=items))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> bool:
         """Log metrics at `step` (non-finite values are skipped); returns success."""
-        from mlflow.entities import Metric
-
         stamp = int(time.time() * 1000)
         items = [
             Metric(key, float(value), stamp, step)
@@ -83,8 +82,6 @@ class Tracker:
         if not self.enabled:
             return False
         try:
-            from mlflow import MlflowClient
-
             run_id = self._resolve_run_id()
             action(MlflowClient(self.tracking_uri), run_id)
         # Any failure: tracking must never end the work it tracks (see module docstring).
@@ -95,8 +92,6 @@ class Tracker:
 
     def _resolve_run_id(self) -> str:
         if self.run_id is None:
-            import mlflow
-
             run = mlflow.active_run()
             if run is None:
                 raise BcdiagError("no active MLflow run: call mlflow.start_run() or pass run_id")

@@ -1,5 +1,5 @@
-"""Two of the servers `make run` starts: MLflow, and the clinician app (which the hub
-runs as its service); `bcdiag.platform.startup` lists them all."""
+"""Servers `make run` starts: MLflow, the clinician app (which the hub runs as its
+service) and the retraining scheduler; `bcdiag.platform.startup` lists them all."""
 
 from __future__ import annotations
 
@@ -69,3 +69,15 @@ def app_service(settings: Settings, base_url: str = "/") -> Service:
         env["BCDIAG_APP_BEHIND_HUB"] = "true"
     # Health: a static file, since rendering the page would start (and strand) a kernel.
     return Service("clinician app", argv, f"{url}{APP_HEALTH_PATH}", f"{url}/", env)
+
+
+def scheduler_service(settings: Settings) -> Service:
+    """The retraining scheduler (`bcdiag.lifecycle.scheduler.serve`) as `make run` starts it."""
+    url = f"http://127.0.0.1:{settings.scheduler_port}"
+    argv = [sys.executable, "-m", "bcdiag", "retrain", "--schedule"]
+    env = {
+        "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri,
+        "BCDIAG_HOME": str(settings.home),
+        "BCDIAG_SCHEDULER_PORT": str(settings.scheduler_port),
+    }
+    return Service("retraining scheduler", argv, f"{url}/health", f"{url}/health", env)

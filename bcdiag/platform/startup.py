@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from bcdiag.lifecycle.scheduler import scheduler_service
 from bcdiag.platform.hub import hub_service
-from bcdiag.platform.services import mlflow_service
+from bcdiag.platform.services import mlflow_service, scheduler_service
 from bcdiag.processes import Service
 from bcdiag.settings import Settings
 

@@ -24,6 +24,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+import bcrypt
+import nativeauthenticator
+from jupyterhub import orm
+from nativeauthenticator.orm import UserInfo  # also puts its users_info table on orm.Base
+
 from bcdiag.errors import BcdiagError
 from bcdiag.platform import hub
 from bcdiag.settings import Settings
@@ -67,8 +72,6 @@ def check_group(group: str) -> None:
 
 @lru_cache(maxsize=1)
 def _common_passwords() -> frozenset[str]:
-    import nativeauthenticator
-
     listed = Path(nativeauthenticator.__file__).with_name("common-credentials.txt")
     return frozenset(listed.read_text().splitlines())
 
@@ -86,18 +89,12 @@ def check_password(password: str) -> None:
 
 def _hub_session(settings: Settings) -> Any:
     """A session on the hub's database, with its tables (NativeAuthenticator's too)."""
-    from jupyterhub import orm
-    from nativeauthenticator import orm as native_orm  # registers users_info on orm.Base
-
-    del native_orm
     hub.hub_dir(settings).mkdir(parents=True, exist_ok=True)
     return orm.new_session_factory(hub.hub_db_url(settings))()
 
 
 def account_exists(settings: Settings, name: str) -> bool:
     """Whether the hub's database holds a password for `name`."""
-    from nativeauthenticator.orm import UserInfo
-
     db = _hub_session(settings)
     try:
         return UserInfo.find(db, name) is not None
@@ -106,9 +103,6 @@ def account_exists(settings: Settings, name: str) -> bool:
 
 
 def _store_password(settings: Settings, name: str, password: str) -> None:
-    import bcrypt
-    from nativeauthenticator.orm import UserInfo
-
     db = _hub_session(settings)
     try:
         if UserInfo.find(db, name) is not None:
@@ -121,8 +115,6 @@ def _store_password(settings: Settings, name: str, password: str) -> None:
 
 
 def _add_via_orm(settings: Settings, name: str, group: str) -> None:
-    from jupyterhub import orm
-
     db = _hub_session(settings)
     try:
         user = orm.User.find(db, name)

@@ -12,23 +12,27 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import tarfile
 import tempfile
 import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import dask
+import mlflow
+from distributed import Client, LocalCluster, as_completed
+from tqdm import tqdm
 
 from bcdiag.errors import ScanRejected
 from bcdiag.scans.files import iter_files, judge_file
 from bcdiag.scans.rules import reject, shown
 from bcdiag.scans.types import Verdict
+from bcdiag.serving.heatmaps import overlay_png
 from bcdiag.serving.inference import NoModelError, Predictor
 from bcdiag.settings import get_settings
-
-if TYPE_CHECKING:
-    from distributed import Client
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 MAX_LOCAL_WORKERS = 2
@@ -61,8 +65,6 @@ def score_file(
     path: Path, tracking_uri: str, heatmap_dir: Path | None, modality: str | None
 ) -> dict[str, Any]:
     """Judge and score one file with this process's Predictor, on `tracking_uri`."""
-    import mlflow
-
     verdict = judge_file(path, modality)
     if verdict.scan is None:
         return _rejected(verdict)
@@ -78,8 +80,6 @@ def score_file(
         return _rejected(Verdict.rejection(verdict.file, error))
     result = {**prediction.as_json(), "ok": True}
     if heatmap_dir is not None and prediction.heatmap is not None:
-        from bcdiag.serving.heatmaps import overlay_png
-
         target = heatmap_dir / f"{path.stem}_heatmap.png"
         target.write_bytes(overlay_png(prediction.prepared, prediction.heatmap))
         result["heatmap"] = str(target)
@@ -95,9 +95,6 @@ def _predictor() -> Predictor:
 def _score_on_dask(
     files: list[Path], uri: str, heatmap_dir: Path | None, modality: str | None
 ) -> Iterator[dict[str, Any]]:
-    from distributed import as_completed
-    from tqdm import tqdm
-
     with contextlib.ExitStack() as stack:
         client = _client(stack)
         futures = [
@@ -112,11 +109,6 @@ def _score_on_dask(
 
 def _client(stack: contextlib.ExitStack) -> Client:
     """A client of ``dask_scheduler``, else of a new LocalCluster closed with `stack`."""
-    import logging
-
-    import dask
-    from distributed import Client, LocalCluster
-
     address = get_settings().dask_scheduler
     client: Client
     if address:

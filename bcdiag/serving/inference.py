@@ -18,8 +18,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import mlflow
 import numpy as np
 import torch
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from numpy.typing import NDArray
 from torch import nn
 
@@ -27,6 +30,7 @@ from bcdiag.errors import BcdiagError, ScanRejected
 from bcdiag.models.bundle import ModelBundle
 from bcdiag.models.registry import CHAMPION, MODEL_NAMES, load_version
 from bcdiag.scans import Scan
+from bcdiag.serving.heatmaps import grad_cam
 from bcdiag.settings import get_settings
 
 
@@ -133,8 +137,6 @@ class Predictor:
         Returns:
             The champions now loaded; modalities without one are left out.
         """
-        from bcdiag.serving.heatmaps import grad_cam
-
         ready = []
         for modality in MODEL_NAMES:
             try:
@@ -164,8 +166,6 @@ class Predictor:
             raise scored
         heat = None
         if heatmap:
-            from bcdiag.serving.heatmaps import grad_cam
-
             with self._cam_lock:
                 heat = grad_cam(bundle, model.nets, scored.prepared)
         point = bundle.operating_point
@@ -183,8 +183,6 @@ class Predictor:
         )
 
     def _champion(self, modality: str | None) -> _Loaded:
-        import mlflow
-
         if modality is None:
             raise NoModelError(
                 "no model for a scan of unknown modality: give the modality "
@@ -266,8 +264,6 @@ class _AliasLookup:
 
 def _registered_at(uri: str, name: str, version: str) -> datetime:
     """When ``version`` of ``name`` was registered (UTC)."""
-    from mlflow import MlflowClient
-
     found = MlflowClient(uri).get_model_version(name, version)
     return datetime.fromtimestamp(int(found.creation_timestamp) / 1000, UTC)
 
@@ -278,9 +274,6 @@ def _iso(moment: datetime | None) -> str | None:
 
 def _registry_champion(uri: str, name: str) -> str | None:
     """The champion's version number, None when the model or the alias does not exist."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
     try:
         aliases = MlflowClient(uri).get_registered_model(name).aliases
     except MlflowException as error:
