@@ -176,11 +176,50 @@ def test_feedback_is_validated_and_appended(storage: Storage) -> None:
     with pytest.raises(InvalidOutcome, match="'cancer' is not a known outcome; choose one of: "):
         storage.record_feedback(analysis.id, "alice", "cancer")
     first = storage.record_feedback(analysis.id, "alice", "biopsy-benign", "path report 1")
+    assert storage.record_feedback(analysis.id, "alice", "biopsy-benign") == first  # no-op
     second = storage.record_feedback(analysis.id, "alice", "biopsy-malignant")
     assert storage.latest_feedback(analysis.id, "alice") == second
     assert (first.outcome, first.note, first.user) == ("biopsy-benign", "path report 1", "alice")
     assert _count(storage, Feedback) == 2
-    assert [action for _, action, _ in _audit(storage)][-2:] == ["feedback.recorded"] * 2
+    actions = [action for _, action, _ in _audit(storage)]
+    assert actions[-2:] == ["feedback.recorded", "feedback.changed"]
+    with storage.sessions() as session:
+        change = session.scalars(select(AuditEvent).order_by(AuditEvent.id.desc())).first()
+    assert change is not None
+    assert change.details == {
+        "feedback_id": second.id,
+        "outcome": "biopsy-malignant",
+        "previous_outcome": "biopsy-benign",
+        "previous_feedback_id": first.id,
+    }
+
+
+def test_history_lists_every_upload_with_its_state(storage: Storage) -> None:
+    waiting = storage.store_scan(b"no model", filename="mg.png", metadata={"format": "png",
+        "modality": "MG"}, user="alice")  # fmt: skip
+    analysed = _analysis(storage, "alice", b"scored")
+    confirmed = _analysis(storage, "alice", b"confirmed")
+    storage.record_feedback(confirmed.id, "alice", "biopsy-benign")
+    storage.store_scan(b"no model", filename="mg again.png", metadata={"format": "png"},
+        user="alice")  # fmt: skip
+    storage.store_scan(b"scored", filename="same bytes.png", metadata={"format": "png"},
+        user="bob")  # fmt: skip
+
+    entries = storage.list_history("alice")
+    assert [(e.filename, e.state) for e in entries] == [
+        ("mg again.png", "not analysed"),  # one entry per scan, at its latest upload
+        ("x.png", "outcome recorded"),
+        ("x.png", "analysed"),
+    ]
+    assert entries[0].scan_id == waiting.id and entries[0].modality == "MG"
+    assert entries[1].analysis == confirmed and entries[1].feedback is not None
+    assert entries[2].analysis == analysed and entries[2].feedback is None
+    # Bob uploaded Alice's bytes: it is his upload, not yet his analysis.
+    assert [(e.filename, e.state) for e in storage.list_history("bob")] == [
+        ("same bytes.png", "not analysed")
+    ]
+    assert storage.list_history("carol") == []
+    assert len(storage.list_history("alice", limit=1)) == 1
 
 
 def test_confirmed_cases_use_the_newest_feedback(storage: Storage) -> None:

@@ -21,6 +21,7 @@ from bcdiag.storage.models import (
     Base,
     Feedback,
     Scan,
+    Upload,
 )
 
 
@@ -44,6 +45,7 @@ def _history(storage: Storage) -> None:
         scan = _scan()
         session.add(scan)
         session.flush()
+        session.add(Upload(scan_id=scan.id, user="alice", filename="x.dcm"))
         analysis = Analysis(
             scan_id=scan.id,
             user="alice",
@@ -74,7 +76,28 @@ def test_upgrade_builds_the_schema_the_models_describe(database_url: str) -> Non
     finally:
         engine.dispose()
     assert diff == []
-    assert {"scans", "analyses", "feedback", "audit_events"} <= tables
+    assert {"scans", "uploads", "analyses", "feedback", "audit_events"} <= tables
+
+
+def test_scans_stored_before_uploads_existed_reach_their_uploaders_history(
+    database_url: str,
+) -> None:
+    upgrade(database_url, "0001")
+    engine = open_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                Scan.__table__.insert().values(
+                    sha256="a" * 64, blob_key="k", filename="old.png", format="png",
+                    metadata={}, uploaded_by="alice",
+                )
+            )  # fmt: skip
+        upgrade(database_url)
+        with engine.connect() as connection:
+            rows = connection.execute(Upload.__table__.select()).mappings().all()
+    finally:
+        engine.dispose()
+    assert [(r["user"], r["filename"]) for r in rows] == [("alice", "old.png")]
 
 
 @pytest.mark.parametrize("table", APPEND_ONLY_TABLES)

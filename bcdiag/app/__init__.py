@@ -67,9 +67,17 @@ def build_app(user: str | None = None, preloaded: Preloaded | None = None) -> wi
     """
     kernel = preloaded or preload()
     app = ClinicianApp(
-        Storage.from_settings(), kernel.predictor, user or current_user(), kernel.warming
-    )
+        Storage.from_settings(), kernel.predictor, user or current_user(), kernel.warming,
+        sign_out_url=sign_out_url(),
+    )  # fmt: skip
     return app.widget
+
+
+def sign_out_url() -> str | None:
+    """The hub's logout page when the app runs behind the hub (None otherwise)."""
+    if not get_settings().app_behind_hub:
+        return None
+    return f"{os.environ.get('JUPYTERHUB_BASE_URL', '/').rstrip('/')}/hub/logout"
 
 
 __all__ = ["ClinicianApp", "Preloaded", "build_app", "current_user", "preload"]

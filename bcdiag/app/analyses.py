@@ -3,8 +3,9 @@
 `analyse_upload` never raises for a bad file or a modality without a model: it
 returns an `AnalysisRejected` with a plain sentence. The order of work keeps the
 stores consistent: a rejected file stores nothing; an accepted one is stored
-before it is scored (so a scan without a model is kept for later); the heatmap
-blob is written before the analysis row that names it.
+before it is scored (so a scan without a model is kept, listed in its uploader's
+history, and analysed later with `analyse_stored`); the heatmap blob is written
+before the analysis row that names it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from bcdiag.scans import judge
+from bcdiag.scans import Scan, judge
 from bcdiag.serving.heatmaps import overlay_png
 from bcdiag.serving.inference import ModelRef, NoModelError, Prediction, Predictor
 from bcdiag.storage import Storage, StoredScan
@@ -94,8 +95,30 @@ def analyse_upload(
         return AnalysisRejected(filename, code, verdict.message)
     metadata = verdict.scan.metadata
     scan = storage.store_scan(data, filename=filename, metadata=metadata.as_dict(), user=user)
+    return _score(storage, predictor, verdict.scan, scan, filename, user)
+
+
+def analyse_stored(
+    storage: Storage, predictor: Predictor, scan: StoredScan, filename: str, *, user: str
+) -> AnalysisOutcome:
+    """Analyse a scan stored earlier without an analysis (e.g. before its model existed).
+
+    The stored file is read again as it was at upload, with the modality it was
+    accepted as; nothing new is stored but the analysis.
+    """
+    verdict = judge(storage.scan_bytes(scan), filename, modality=scan.modality)
+    if verdict.scan is None:  # accepted once; rules may have changed since
+        return AnalysisRejected(filename, verdict.code or "rejected", verdict.message, scan)
+    return _score(storage, predictor, verdict.scan, scan, filename, user)
+
+
+def _score(
+    storage: Storage, predictor: Predictor, read: Scan, scan: StoredScan, filename: str, user: str
+) -> AnalysisOutcome:
+    """Score a stored scan and record the analysis (or that no model could score it)."""
+    metadata = read.metadata
     try:
-        prediction = predictor.predict(verdict.scan, filename, heatmap=True)
+        prediction = predictor.predict(read, filename, heatmap=True)
     except NoModelError:
         storage.record_audit(
             user=user,
@@ -133,6 +156,9 @@ def analyse_upload(
                 "sensitivity": prediction.sensitivity,
                 "specificity": prediction.specificity,
                 "modality": prediction.modality,
+                "modality_source": (
+                    "from the DICOM header" if metadata.format == "dicom" else "stated at upload"
+                ),
                 "image_sha256": image_sha256,
                 "model_trained_at": trained_at,
             },

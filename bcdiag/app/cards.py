@@ -1,4 +1,9 @@
-"""One analysis as a card: image with a heatmap toggle, the numbers, report, outcome."""
+"""One analysis as a card: image with a heatmap toggle, the numbers, report, outcome.
+
+The outcome has no default: the clinician picks one. A card of an analysis with an
+outcome shows what was recorded, by whom and when; changing it asks for a
+confirmation and is audited as a change (``feedback.changed``).
+"""
 
 from __future__ import annotations
 
@@ -9,17 +14,30 @@ from datetime import UTC, datetime
 
 import ipywidgets as widgets
 
-from bcdiag.app.analyses import AnalysisRejected, audit_report_download
+from bcdiag.app.analyses import audit_report_download
 from bcdiag.app.report import DISCLAIMER, analysis_pdf
 from bcdiag.models.bundle import SUSPICIOUS
 from bcdiag.storage import Storage
-from bcdiag.storage.analysis_store import StoredAnalysis
+from bcdiag.storage.analysis_store import StoredAnalysis, StoredFeedback
 
 OUTCOME_CHOICES = [
     ("Biopsy: malignant", "biopsy-malignant"),
     ("Biopsy: benign", "biopsy-benign"),
     ("Normal follow-up", "normal-follow-up"),
 ]
+OUTCOME_NAMES = {value: text for text, value in OUTCOME_CHOICES}
+NO_OUTCOME = "Choose the confirmed outcome…"
+
+
+def recorded_html(feedback: StoredFeedback | None) -> str:
+    """The recorded outcome, by whom and when, or that none is recorded yet."""
+    if feedback is None:
+        return "<span class='bcdiag-outcome'>No outcome recorded yet.</span>"
+    return (
+        f"<span class='bcdiag-outcome bcdiag-saved'>Recorded outcome: "
+        f"<b>{html.escape(OUTCOME_NAMES[feedback.outcome])}</b>, by "
+        f"{html.escape(feedback.user)} on {feedback.created_at:%Y-%m-%d %H:%M} UTC</span>"
+    )
 
 
 def summary_html(analysis: StoredAnalysis) -> str:
@@ -28,6 +46,7 @@ def summary_html(analysis: StoredAnalysis) -> str:
     call_class = "bcdiag-suspicious" if analysis.call == SUSPICIOUS else "bcdiag-clear"
     trained_at = details.get("model_trained_at")
     trained = f"trained {trained_at}" if trained_at else "training date not recorded"
+    source = f" ({details['modality_source']})" if details.get("modality_source") else ""
     return (
         f"<h4>{html.escape(analysis.filename)}</h4>"
         f"<p class='bcdiag-probability'>Probability of malignancy: "
@@ -36,7 +55,8 @@ def summary_html(analysis: StoredAnalysis) -> str:
         f"{analysis.threshold:.3f} (validation sensitivity "
         f"{float(details.get('sensitivity', float('nan'))):.0%}, specificity "
         f"{float(details.get('specificity', float('nan'))):.0%})</p>"
-        f"<p>Modality: {html.escape(str(details.get('modality', 'unknown')))} · "
+        f"<p>Modality: {html.escape(str(details.get('modality', 'unknown')))}"
+        f"{html.escape(source)} · "
         f"Model: <span class='bcdiag-model'>{html.escape(analysis.model_name)} version "
         f"{html.escape(analysis.model_version)}</span>, "
         f"<span class='bcdiag-trained'>{html.escape(trained)}</span> "
@@ -46,10 +66,10 @@ def summary_html(analysis: StoredAnalysis) -> str:
     )
 
 
-def rejection_widget(rejection: AnalysisRejected) -> widgets.HTML:
+def rejection_widget(message: str) -> widgets.HTML:
     """A plain-language reason a file was not analysed."""
     return widgets.HTML(
-        f"<div class='bcdiag-rejected'><b>Not analysed:</b> {html.escape(rejection.message)}</div>"
+        f"<div class='bcdiag-rejected'><b>Not analysed:</b> {html.escape(message)}</div>"
     )
 
 
@@ -88,22 +108,65 @@ def result_card(
 
     report_button.on_click(prepare_report)
 
-    outcome = widgets.Dropdown(options=OUTCOME_CHOICES, description="Outcome:")
-    save = widgets.Button(description="Record outcome", icon="check")
-    saved = widgets.HTML()
-
-    def record(_: widgets.Button) -> None:
-        feedback = storage.record_feedback(analysis.id, user, str(outcome.value))
-        label = dict((value, text) for text, value in OUTCOME_CHOICES)[feedback.outcome]
-        saved.value = f"<span class='bcdiag-saved'>Recorded: {html.escape(label)}</span>"
-        notify(f"Outcome recorded for analysis {analysis.id}.")
-
-    save.on_click(record)
     return widgets.VBox(
         [
             widgets.HBox([picture, widgets.HTML(summary_html(analysis))]),
             widgets.HBox([toggle, report_button, report_link]),
-            widgets.HBox([outcome, save, saved]),
+            outcome_widget(storage, analysis, user=user, notify=notify),
         ],
         layout={"border": "1px solid #ccc", "padding": "8px", "margin": "6px 0"},
     )
+
+
+def outcome_widget(
+    storage: Storage, analysis: StoredAnalysis, *, user: str, notify: Callable[[str], None]
+) -> widgets.VBox:
+    """Record the confirmed outcome: no default, a confirmation before a change."""
+    recorded = storage.latest_feedback(analysis.id, user)
+    shown = widgets.HTML(recorded_html(recorded))
+    choice = widgets.Dropdown(
+        options=[(NO_OUTCOME, None), *OUTCOME_CHOICES], value=None, description="Outcome:"
+    )
+    save = widgets.Button(
+        description="Record outcome" if recorded is None else "Change outcome",
+        icon="check",
+        disabled=True,
+    )
+    confirm = widgets.Button(description="Confirm change", button_style="warning")
+    cancel = widgets.Button(description="Cancel")
+    question = widgets.HTML()
+    confirmation = widgets.HBox([question, confirm, cancel], layout={"display": "none"})
+
+    def chosen(change: dict[str, object]) -> None:
+        save.disabled = change["new"] is None
+        confirmation.layout.display = "none"
+
+    def write() -> None:
+        nonlocal recorded
+        recorded = storage.record_feedback(analysis.id, user, str(choice.value))
+        shown.value = recorded_html(recorded)
+        save.description, save.disabled = "Change outcome", True
+        choice.value = None
+        confirmation.layout.display = "none"
+        notify(f"Outcome recorded for analysis {analysis.id}.")
+
+    def ask(_: widgets.Button) -> None:
+        if recorded is None:
+            write()
+        elif recorded.outcome == choice.value:
+            notify(f"{OUTCOME_NAMES[recorded.outcome]} is already the recorded outcome.")
+        else:
+            question.value = (
+                f"Change the recorded outcome from <b>{OUTCOME_NAMES[recorded.outcome]}</b> "
+                f"to <b>{OUTCOME_NAMES[str(choice.value)]}</b>?"
+            )
+            confirmation.layout.display = "flex"
+
+    def hide(_: widgets.Button) -> None:
+        confirmation.layout.display = "none"
+
+    choice.observe(chosen, names="value")
+    save.on_click(ask)
+    confirm.on_click(lambda _: write())
+    cancel.on_click(hide)
+    return widgets.VBox([shown, widgets.HBox([choice, save]), confirmation])

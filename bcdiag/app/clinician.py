@@ -1,34 +1,41 @@
-"""The clinician app: upload scans, see a card per image, reopen past analyses.
+"""The clinician app: choose scans, see a card per image, reopen past analyses.
 
 Every failure reaches the screen as a sentence, never a traceback: bcdiag's own
-errors carry their message; anything else is logged and summarised.
+errors carry their message; anything else is logged and summarised. Every chosen
+file ends as a card or a message.
 """
 
 from __future__ import annotations
 
+import functools
 import html
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as widgets
 
 from bcdiag.app.analyses import (
     AnalysisAccepted,
+    AnalysisOutcome,
     AnalysisRejected,
+    analyse_stored,
     analyse_upload,
     audit_view,
     warm_up,
 )
 from bcdiag.app.cards import rejection_widget, result_card
+from bcdiag.app.chooser import MAX_FILES, ChosenFile, FileChooser, over_cap_message
+from bcdiag.app.history import HistoryView
 from bcdiag.errors import BcdiagError
 from bcdiag.serving.inference import Predictor
 from bcdiag.storage import Storage
+from bcdiag.storage.history import HistoryEntry
 
 log = logging.getLogger(__name__)
 
 ACCEPT = ".dcm,.dicom,.png,.jpg,.jpeg,application/dicom,image/png,image/jpeg"
-MAX_UPLOAD_FILES = 20
 HISTORY_TAB = 1
 
 
@@ -39,7 +46,8 @@ class ClinicianApp:
     Building the app starts `warm_up` in a background thread (``self.warming``): the page
     shows at once while the champions load, and an early upload waits for the load
     instead of repeating it. Analyse stays disabled until the kernel holds the chosen
-    files: the browser reads and sends a large file for a while after it is chosen.
+    files (the browser reads and sends a large file for a while after it is chosen)
+    and every PNG/JPEG has its kind of scan chosen.
     """
 
     def __init__(
@@ -48,42 +56,48 @@ class ClinicianApp:
         predictor: Predictor,
         user: str,
         warming: threading.Thread | None = None,
+        sign_out_url: str | None = None,
     ) -> None:
         self.storage, self.predictor, self.user = storage, predictor, user
         self.warming = warming or start_warm_up(predictor)
         self.upload = widgets.FileUpload(accept=ACCEPT, multiple=True, description="Choose scans")
         self.upload.observe(self._received, names="value")
-        self.modality = widgets.ToggleButtons(
-            options=[("Ultrasound", "US"), ("Mammogram", "MG")],
-            description="PNG/JPEG are:",
-        )
+        self.chooser = FileChooser(self._update_analyse)
         self.analyse = widgets.Button(
             description="Analyse", button_style="primary", icon="play", disabled=True
         )
         self.progress = widgets.IntProgress(min=0, max=1, value=0, description="Progress:")
         self.status = widgets.HTML()
         self.results = widgets.VBox()
-        self.history = widgets.VBox()
+        self.history = HistoryView(storage, user, self._open_card, self._analyse_later)
         self.analyse.on_click(lambda _: self.analyse_uploads())
-        refresh = widgets.Button(description="Refresh history", icon="refresh")
-        refresh.on_click(lambda _: self.show_history())
+        limits = widgets.HTML(
+            f"<span class='bcdiag-limits'>Up to {MAX_FILES} files at a time: "
+            "DICOM, PNG or JPEG.</span>"
+        )
         self.tabs = tabs = widgets.Tab(
             children=[
                 widgets.VBox(
                     [
-                        widgets.HBox([self.upload, self.modality, self.analyse]),
+                        widgets.HBox([self.upload, limits]),
+                        self.chooser.widget,
+                        self.analyse,
                         self.progress,
                         self.status,
                         self.results,
                     ]
                 ),
-                widgets.VBox([refresh, self.history]),
+                self.history.widget,
             ]
         )
         tabs.set_title(0, "Analyse")
         tabs.set_title(HISTORY_TAB, "My analyses")
+        sign_out = (
+            "" if sign_out_url is None
+            else f" · <a class='bcdiag-sign-out' href='{html.escape(sign_out_url)}'>Sign out</a>"
+        )  # fmt: skip
         header = widgets.HTML(
-            f"<h2>bcdiag</h2><p>Signed in as <b>{html.escape(user)}</b>. "
+            f"<h2>bcdiag</h2><p>Signed in as <b>{html.escape(user)}</b>{sign_out}. "
             "Decision support only — not a diagnosis.</p>"
         )
         # The history is built when its tab opens, not on every analysis: each entry
@@ -93,56 +107,88 @@ class ClinicianApp:
 
     def _tab_opened(self, change: dict[str, Any]) -> None:
         if change["new"] == HISTORY_TAB:
-            self.show_history()
+            self.history.refresh()
 
     def _received(self, change: dict[str, Any]) -> None:
         files = change["new"]
-        self.analyse.disabled = not files
-        if files:
-            megabytes = sum(int(item["size"]) for item in files) / 1e6
-            self.notify(f"Received {len(files)} file(s), {megabytes:.1f} MB. Press Analyse.")
+        if not files:
+            return
+        self.chooser.choose(files)
+        megabytes = sum(int(item["size"]) for item in files) / 1e6
+        message = f"Received {len(files)} file(s), {megabytes:.1f} MB."
+        if self.chooser.over_cap:
+            message += (
+                f" Only the first {MAX_FILES} are analysed in one batch; the other "
+                f"{len(self.chooser.over_cap)} are listed below."
+            )
+        self.notify(message + self._next_step())
+
+    def _next_step(self) -> str:
+        missing = self.chooser.missing
+        if missing:
+            return f" Choose the kind of scan for {missing} PNG/JPEG file(s), then press Analyse."
+        return " Press Analyse."
+
+    def _update_analyse(self) -> None:
+        self.analyse.disabled = not self.chooser.files or self.chooser.missing > 0
 
     def notify(self, message: str) -> None:
         """Show one plain sentence under the progress bar."""
         self.status.value = f"<p class='bcdiag-status'>{html.escape(message)}</p>"
 
     def analyse_uploads(self) -> None:
-        """Analyse every uploaded file, one card or reason each, with progress."""
-        files: list[dict[str, Any]] = list(self.upload.value)[:MAX_UPLOAD_FILES]
-        if not files:
+        """Analyse every chosen file, one card or reason each, with progress."""
+        chosen, over_cap = self.chooser.files, self.chooser.over_cap
+        if not chosen:
             self.notify("Choose one or more scans first.")
             return
+        if self.chooser.missing:
+            self.notify(self._next_step().strip())
+            return
         self.analyse.disabled = True  # no second run queued behind this one
-        self.progress.max, self.progress.value = len(files), 0
+        self.progress.max, self.progress.value = len(chosen), 0
         cards: list[widgets.Widget] = []
-        for index, item in enumerate(files, start=1):
-            name = str(item["name"])
-            self.notify(f"Analysing {index} of {len(files)}: {name}")
-            cards.append(self._analyse_one(bytes(item["content"]), name))
+        analysed = 0
+        for index, item in enumerate(chosen, start=1):
+            self.notify(f"Analysing {index} of {len(chosen)}: {item.name}")
+            outcome = self._guarded(item.name, functools.partial(self._upload_one, item))
+            analysed += isinstance(outcome, AnalysisAccepted)
+            cards.append(self._shown(item.name, outcome))
             self.progress.value = index
             self.results.children = tuple(cards)  # each card appears as soon as it is ready
+        cards += [rejection_widget(over_cap_message(name)) for name in over_cap]
+        self.results.children = tuple(cards)
         self.upload.value = ()
-        self.notify(f"Finished {len(files)} file(s).")
+        self.chooser.clear()
+        total = len(chosen) + len(over_cap)
+        self.notify(
+            f"Finished {total} file(s): {analysed} analysed, {total - analysed} not analysed."
+        )
 
-    def _analyse_one(self, data: bytes, name: str) -> widgets.Widget:
+    def _upload_one(self, item: ChosenFile) -> AnalysisOutcome:
+        return analyse_upload(
+            self.storage, self.predictor, item.data, item.name, user=self.user,
+            modality=item.stated_modality,
+        )  # fmt: skip
+
+    def _guarded(self, name: str, analyse: Callable[[], AnalysisOutcome]) -> AnalysisOutcome | str:
+        """The outcome, or the sentence to show when the analysis failed."""
         try:
-            outcome = analyse_upload(
-                self.storage, self.predictor, data, name, user=self.user,
-                modality=str(self.modality.value),
-            )  # fmt: skip
+            return analyse()
         except BcdiagError as error:
-            return widgets.HTML(
-                f"<div class='bcdiag-rejected'><b>Not analysed:</b> {html.escape(name)}: "
-                f"{html.escape(str(error))}</div>"
-            )
+            return f"{name}: {error}"
         except Exception:  # the screen must never show a traceback; the log keeps it
             log.exception("analysis of %s failed", name)
-            return widgets.HTML(
-                f"<div class='bcdiag-rejected'>{html.escape(name)}: the analysis failed on our "
-                "side. Nothing was recorded for it; please try again or contact support.</div>"
+            return (
+                f"{name}: the analysis failed on our side. Nothing was recorded for it; "
+                "please try again or contact support."
             )
-        if isinstance(outcome, AnalysisRejected):
+
+    def _shown(self, name: str, outcome: AnalysisOutcome | str) -> widgets.Widget:
+        if isinstance(outcome, str):
             return rejection_widget(outcome)
+        if isinstance(outcome, AnalysisRejected):
+            return rejection_widget(outcome.message)
         return self._card(outcome)
 
     def _card(self, outcome: AnalysisAccepted) -> widgets.Widget:
@@ -151,30 +197,31 @@ class ClinicianApp:
             user=self.user, notify=self.notify,
         )  # fmt: skip
 
-    def show_history(self) -> None:
-        """List this user's analyses, newest first, each reopenable."""
-        rows: list[widgets.Widget] = []
-        for analysis in self.storage.list_analyses(self.user):
-            button = widgets.Button(description="Open", layout={"width": "80px"})
-            button.on_click(lambda _, a=analysis: self.reopen(a.id))
-            text = (
-                f"{analysis.created_at:%Y-%m-%d %H:%M} · {html.escape(analysis.filename)} · "
-                f"{analysis.probability:.1%} · {html.escape(analysis.call)} · "
-                f"{html.escape(analysis.model_name)} v{html.escape(analysis.model_version)}"
-            )
-            rows.append(widgets.HBox([button, widgets.HTML(text)]))
-        self.history.children = tuple(rows) or (widgets.HTML("<p>No analyses yet.</p>"),)
+    def _open_card(self, entry: HistoryEntry) -> widgets.Widget:
+        """A past analysis as its card again (audited as a view)."""
+        if entry.analysis is None:
+            raise ValueError("only an analysed entry has a card")
+        return self.reopen(entry.analysis.id)
 
-    def reopen(self, analysis_id: int) -> None:
-        """Show a past analysis as a card again (audited as a view)."""
+    def _analyse_later(self, entry: HistoryEntry) -> widgets.Widget:
+        """Analyse a stored scan that has no analysis yet."""
+        scan = self.storage.get_scan(entry.scan_id)
+        outcome = self._guarded(
+            entry.filename,
+            lambda: analyse_stored(
+                self.storage, self.predictor, scan, entry.filename, user=self.user
+            ),
+        )
+        return self._shown(entry.filename, outcome)
+
+    def reopen(self, analysis_id: int) -> widgets.Widget:
+        """The card of a past analysis, as first shown (audited as a view)."""
         analysis = self.storage.get_analysis(analysis_id, self.user)
         heatmap = self.storage.heatmap_png(analysis) or b""
         scan_png = self.storage.blobs.get(analysis.details["image_sha256"])
         audit_view(self.storage, analysis, user=self.user)
-        self.results.children = (
-            result_card(
-                self.storage, analysis, scan_png, heatmap, user=self.user, notify=self.notify
-            ),
+        return result_card(
+            self.storage, analysis, scan_png, heatmap, user=self.user, notify=self.notify
         )
 
 

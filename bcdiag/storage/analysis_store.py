@@ -206,7 +206,11 @@ def get_analysis(sessions: sessionmaker[Session], analysis_id: int, user: str) -
 def record_feedback(
     sessions: sessionmaker[Session], analysis_id: int, user: str, outcome: str, note: str = ""
 ) -> StoredFeedback:
-    """Append the confirmed outcome of the user's own analysis, with a ``feedback.recorded`` event.
+    """Append the confirmed outcome of the user's own analysis, with an audit event.
+
+    The first outcome is ``feedback.recorded``; a different one later is
+    ``feedback.changed`` (naming the outcome it replaces); the outcome already
+    recorded is returned as it is, and nothing is written.
 
     Raises:
         InvalidOutcome: ``outcome`` is not one of `FEEDBACK_OUTCOMES`.
@@ -218,18 +222,33 @@ def record_feedback(
         )
     with sessions() as session, database_errors(_engine(session), "recording the feedback"):
         _owned(session, analysis_id, user)
+        previous = _newest_feedback(session, analysis_id)
+        if previous is not None and previous.outcome == outcome:
+            return StoredFeedback.from_row(previous)
         row = Feedback(analysis_id=analysis_id, user=user, outcome=outcome, note=note)
         session.add(row)
         session.flush()
+        details: dict[str, Any] = {"feedback_id": row.id, "outcome": outcome}
+        if previous is not None:
+            details |= {"previous_outcome": previous.outcome, "previous_feedback_id": previous.id}
         record_audit(
             session,
             user=user,
-            action="feedback.recorded",
+            action="feedback.recorded" if previous is None else "feedback.changed",
             target=f"analysis:{analysis_id}",
-            details={"feedback_id": row.id, "outcome": outcome},
+            details=details,
         )
         session.commit()
     return StoredFeedback.from_row(row)
+
+
+def _newest_feedback(session: Session, analysis_id: int) -> Feedback | None:
+    return session.scalars(
+        select(Feedback)
+        .where(Feedback.analysis_id == analysis_id)
+        .order_by(Feedback.id.desc())
+        .limit(1)
+    ).first()
 
 
 def latest_feedback(
@@ -242,12 +261,7 @@ def latest_feedback(
     """
     with sessions() as session, database_errors(_engine(session), "reading the feedback"):
         _owned(session, analysis_id, user)
-        row = session.scalars(
-            select(Feedback)
-            .where(Feedback.analysis_id == analysis_id)
-            .order_by(Feedback.id.desc())
-            .limit(1)
-        ).first()
+        row = _newest_feedback(session, analysis_id)
         return None if row is None else StoredFeedback.from_row(row)
 
 

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from bcdiag.settings import Settings, get_settings
-from bcdiag.storage import analysis_store, scan_store
+from bcdiag.storage import analysis_store, history, scan_store
 from bcdiag.storage.analysis_store import (
     ConfirmedCase,
     NewAnalysis,
@@ -26,6 +26,7 @@ from bcdiag.storage.database import (
     require_current_schema,
     session_factory,
 )
+from bcdiag.storage.history import HistoryEntry
 from bcdiag.storage.scan_store import StoredScan
 
 
@@ -77,6 +78,14 @@ class Storage:
     def list_scans(self) -> list[StoredScan]:
         """Every stored scan, oldest first."""
         return scan_store.list_scans(self.sessions)
+
+    def get_scan(self, scan_id: int) -> StoredScan:
+        """The stored scan ``scan_id``; `ScanNotFound` if there is none."""
+        return scan_store.get_scan(self.sessions, scan_id)
+
+    def list_history(self, user: str, limit: int = 50) -> list[HistoryEntry]:
+        """See `bcdiag.storage.history.list_history`."""
+        return history.list_history(self.sessions, user, limit)
 
     def scan_bytes(self, scan: StoredScan) -> bytes:
         """The stored file of ``scan``, checked against its hash."""

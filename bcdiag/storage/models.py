@@ -1,7 +1,7 @@
-"""The relational schema: scans, analyses, feedback and the audit trail.
+"""The relational schema: scans, their uploads, analyses, feedback and the audit trail.
 
-Analyses, feedback and audit events are append-only. The database enforces it
-with triggers that reject UPDATE and DELETE (created by migration 0001); these
+Uploads, analyses, feedback and audit events are append-only. The database enforces it
+with triggers that reject UPDATE and DELETE (created by migrations 0001 and 0002); these
 models only describe the columns. The schema is built by the migrations, never
 by ``metadata.create_all``.
 """
@@ -31,7 +31,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 FEEDBACK_OUTCOMES = ("biopsy-malignant", "biopsy-benign", "normal-follow-up")
 """What a clinician may report back about an analysed scan."""
 
-APPEND_ONLY_TABLES = ("analyses", "feedback", "audit_events")
+APPEND_ONLY_TABLES = ("uploads", "analyses", "feedback", "audit_events")
 """Tables whose rows the database refuses to change or delete."""
 
 NAMING_CONVENTION = {
@@ -88,6 +88,20 @@ class Scan(Base):
     columns: Mapped[int | None] = mapped_column(Integer)
     scan_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", Json)
     uploaded_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(
+        UtcDateTime, default=utc_now, server_default=func.current_timestamp()
+    )
+
+
+class Upload(Base):
+    """One file one user uploaded; several uploads may share a scan (same content)."""
+
+    __tablename__ = "uploads"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scan_id: Mapped[int] = mapped_column(ForeignKey("scans.id"))
+    user: Mapped[str] = mapped_column(String(255), index=True)
+    filename: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(
         UtcDateTime, default=utc_now, server_default=func.current_timestamp()
     )

@@ -2,7 +2,8 @@
 
 Order of work for one upload: look the hash up in the database (which also
 proves the database answers), put the blob (atomic, idempotent), then insert the
-scan row and its audit event in one transaction. A failure at any step leaves no
+scan row (unless the same bytes are already stored), the user's upload row and the
+audit event in one transaction. A failure at any step leaves no
 row without its blob; at worst a blob without a row, which the retry reuses.
 """
 
@@ -18,9 +19,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from bcdiag.errors import BcdiagError
 from bcdiag.storage.blobs import BlobStore
 from bcdiag.storage.database import database_errors
-from bcdiag.storage.models import AuditEvent, Scan
+from bcdiag.storage.models import AuditEvent, Scan, Upload
+
+
+class ScanNotFound(BcdiagError):
+    """No stored scan has that id."""
 
 
 @dataclass(frozen=True)
@@ -85,10 +91,11 @@ def store_scan(
     metadata: Mapping[str, Any],
     user: str,
 ) -> StoredScan:
-    """Store ``data`` once: blob first, then its row and a ``scan.stored`` audit event.
+    """Store ``data`` once: blob first, then its row, the upload and a ``scan.stored`` event.
 
     Storing bytes already stored returns the existing row (``is_new=False``),
-    also when another process stores them at the same moment.
+    also when another process stores them at the same moment; the upload is
+    recorded either way, so the file is in ``user``'s history.
 
     Args:
         sessions: session factory of a migrated database.
@@ -149,6 +156,7 @@ def _insert_unless_duplicate(session: Session, row: Scan, filename: str) -> bool
 
 
 def _audit_upload(session: Session, row: Scan, filename: str, user: str, *, is_new: bool) -> None:
+    session.add(Upload(scan_id=row.id, user=user, filename=filename))
     record_audit(
         session,
         user=user,
@@ -156,6 +164,16 @@ def _audit_upload(session: Session, row: Scan, filename: str, user: str, *, is_n
         target=f"scan:{row.id}",
         details={"sha256": row.sha256, "filename": filename, "new": is_new},
     )
+
+
+def get_scan(sessions: sessionmaker[Session], scan_id: int) -> StoredScan:
+    """The scan ``scan_id``; `ScanNotFound` if there is none."""
+    with sessions() as session:
+        with database_errors(session.get_bind().engine, "reading the scan"):
+            row = session.get(Scan, scan_id)
+        if row is None:
+            raise ScanNotFound(f"there is no stored scan {scan_id}")
+        return StoredScan.from_row(row)
 
 
 def list_scans(sessions: sessionmaker[Session]) -> list[StoredScan]:
