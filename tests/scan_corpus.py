@@ -130,9 +130,8 @@ def _odd_length_rows(data_dir: Path) -> bytes:
 
 
 def _headerless(data_dir: Path) -> bytes:
-    """An implicit VR dataset with neither preamble nor file meta (ACR-NEMA style), as MG."""
-    ds = pydicom.dcmread(data_dir / "dicom" / "MR_small_implicit.dcm")
-    ds.Modality = "MG"
+    """The mammogram as implicit VR with neither preamble nor file meta (ACR-NEMA style)."""
+    ds = native_mg(data_dir)
     ds.file_meta = FileMetaDataset()
     ds.preamble = None
     buffer = io.BytesIO()
@@ -210,7 +209,9 @@ def build_corpus(data_dir: Path, scratch: Path) -> dict[str, Case]:
         ),
         Case("tiny.png", png_bytes(np.arange(256, dtype=np.uint8).reshape(16, 16)), "too-small"),
         Case("sr.dcm", _with(data_dir, _strip_image), "no-pixel-data"),
-        Case("cut_header.dcm", _with(data_dir, lambda d: delattr(d, "PixelData")), "truncated"),
+        Case("no_pixels.dcm", _with(data_dir, lambda d: delattr(d, "PixelData")), "no-pixel-data"),
+        Case("cut_rle.dcm", mg[: len(mg) - 1000], "truncated"),  # inside encapsulated pixels
+        Case("cut_in_header.dcm", mg[:1000], "truncated"),
         Case("jpeg12.dcm", _jpeg12_as_mg(data_dir), "unsupported-transfer-syntax"),
         Case("cut.png", png[: len(png) // 2], "truncated"),
         Case(

@@ -12,7 +12,8 @@ from pathlib import Path
 from scan_corpus import MG_FILE
 
 FIELDS = {"file", "ok", "code", "message", "modality", "rows", "columns"}
-PNG_FILE = "mias/png512/mdb001.png"
+PNG_FILE = "mias/png512/mdb001.png"  # a mammogram
+US_FILE = "busi256/images/benign_107.png"  # an ultrasound image
 
 
 def run_validate(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -36,7 +37,7 @@ def json_lines(result: subprocess.CompletedProcess[str]) -> list[dict[str, objec
 
 
 def test_good_files_exit_zero(data_dir: Path) -> None:
-    result = run_validate("--json", "--modality", "us", data_dir / MG_FILE, data_dir / PNG_FILE)
+    result = run_validate("--json", "--modality", "us", data_dir / MG_FILE, data_dir / US_FILE)
     assert result.returncode == 0, result.stdout
     lines = json_lines(result)
     assert [(x["ok"], x["code"], x["modality"]) for x in lines] == [
@@ -44,6 +45,14 @@ def test_good_files_exit_zero(data_dir: Path) -> None:
         (True, None, "US"),
     ]
     assert (lines[0]["rows"], lines[0]["columns"]) == (1108, 716)
+
+
+def test_a_mammogram_stated_as_ultrasound_is_refused(data_dir: Path) -> None:
+    result = run_validate("--json", "--modality", "us", data_dir / PNG_FILE)
+    assert result.returncode == 1
+    (line,) = json_lines(result)
+    assert line["code"] == "modality-mismatch"
+    assert "looks like a mammogram, not an ultrasound image" in str(line["message"])
 
 
 def test_bad_and_missing_files_exit_one(data_dir: Path, tmp_path: Path) -> None:

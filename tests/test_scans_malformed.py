@@ -13,7 +13,8 @@ CASE_IDS = [
     "empty.dcm", "random.dcm", "notes.png", "mdb001.dcm", "mammogram.png", "no_preamble.dcm",
     "truncated.dcm", "lying.dcm", "nested300.dcm", "nested40.dcm", "corrupt_j2k.dcm",
     "bomb.png", "DICOMDIR", "ct.dcm", "mr.dcm", "blank.dcm", "spot.dcm", "multi.dcm",
-    "raw.dcm", "tiny.dcm", "tiny.png", "sr.dcm", "cut_header.dcm", "jpeg12.dcm", "cut.png",
+    "raw.dcm", "tiny.dcm", "tiny.png", "sr.dcm", "no_pixels.dcm", "cut_rle.dcm",
+    "cut_in_header.dcm", "jpeg12.dcm", "cut.png",
     "window0.dcm",
     "photo.png", "rows0.dcm", "odd_length.dcm", "headerless.dcm",
 ]  # fmt: skip
@@ -37,6 +38,18 @@ def test_case_gets_its_verdict(corpus: dict[str, Case], case_id: str) -> None:
     assert verdict.message.startswith(f"{case.name}: ")
     assert verdict.message.isprintable()
     assert (verdict.scan is not None) == verdict.ok
+
+
+def test_cut_off_and_pixel_less_dicoms_say_which(corpus: dict[str, Case]) -> None:
+    """A cut-off mammogram is not "a file without an image", and the other way round."""
+    cut_off = "the DICOM file is cut off: it ends in the middle of its data."
+    for case_id in ("truncated.dcm", "cut_rle.dcm", "cut_in_header.dcm"):
+        verdict = judge(corpus[case_id].data, case_id)
+        assert verdict.message.startswith(f"{case_id}: {cut_off}"), verdict.message
+    verdict = judge(corpus["no_pixels.dcm"].data, "no_pixels.dcm")
+    assert verdict.message.startswith(
+        "no_pixels.dcm: this DICOM file holds no image (no Pixel Data)"
+    ), verdict.message
 
 
 def test_mr_message_says_no_model_yet(corpus: dict[str, Case]) -> None:

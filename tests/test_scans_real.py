@@ -85,7 +85,13 @@ def test_shared_dicom_verdict(data_dir: Path, relative: str) -> None:
 
 @pytest.mark.parametrize("relative", sorted(DECODES_AS_MG))
 def test_transfer_syntax_decodes(data_dir: Path, relative: str) -> None:
-    scan = read_scan(relabelled(data_dir / "dicom" / relative, Modality="MG"), relative)
+    path = data_dir / "dicom" / relative
+    pixels = pydicom.dcmread(path).pixel_array
+    # A window on the values used: without one the stored range (e.g. 16 bits for NM
+    # counts up to 278) maps to [0, 1], and such an image is rightly blank.
+    low, high = float(pixels.min()), float(pixels.max())
+    window = {"WindowCenter": (low + high) / 2, "WindowWidth": high - low + 1}
+    scan = read_scan(relabelled(path, Modality="MG", **window), relative)
     assert scan.image.shape == DECODES_AS_MG[relative]
     assert scan.metadata.modality == "MG"
 
@@ -113,11 +119,11 @@ def test_window_is_applied(data_dir: Path) -> None:
     assert np.all((image[inside] > 0.0) & (image[inside] < 1.0))
 
 
-def test_sixteen_bit_png_keeps_its_precision() -> None:
-    values = (1000 + np.arange(64 * 64)).reshape(64, 64).astype(np.uint16)
+def test_sixteen_bit_png_keeps_its_precision_and_brightness() -> None:
+    values = (20_000 + 7 * np.arange(64 * 64)).reshape(64, 64).astype(np.uint16)
     scan = read_scan(png_bytes(values), "sixteen.png", modality="MG")
     assert scan.metadata.bits_stored == 16
-    np.testing.assert_allclose(scan.image, (values - 1000) / (64 * 64 - 1), atol=1e-6)
+    np.testing.assert_allclose(scan.image, values / 65535, atol=1e-6)  # never stretched
     assert len(np.unique(scan.image)) == 64 * 64  # no 8-bit rounding
 
 

@@ -4,11 +4,12 @@ Decoders: RLE and deflate with pydicom alone, JPEG 2000 through pylibjpeg-openjp
 JPEG Lossless and JPEG-LS through python-gdcm (Apache-2.0; the GPL pylibjpeg-libjpeg is
 deliberately not used, so 12-bit JPEG Extended is reported as unsupported).
 
-Grey levels: Modality LUT (rescale), then the first VOI LUT or window when the header
-has one, then a min-max stretch to [0, 1]; MONOCHROME1 is inverted so that bright is
-always dense. Colour (RGB, YBR, PALETTE COLOR; ultrasound) becomes BT.601 luminance
-divided by the container's full scale. Header values are never logged; the metadata
-keeps only the fields of `ScanMetadata`.
+Grey levels (`bcdiag.scans.intensity`): Modality LUT (rescale), then the first VOI LUT
+or window when the header has one, mapped onto [0, 1] through its output range; without
+a VOI, the range BitsStored can hold maps to [0, 1] (never the image's own minimum and
+maximum). MONOCHROME1 is inverted so that bright is always dense. Colour (RGB, YBR,
+PALETTE COLOR; ultrasound) becomes BT.601 luminance over the container's full scale.
+Header values are never logged; the metadata keeps only the fields of `ScanMetadata`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import warnings
 import numpy as np
 import pydicom
 from pydicom.datadict import dictionary_has_tag, dictionary_VR
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileDataset
 from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.multival import MultiValue
@@ -30,6 +32,7 @@ from pydicom.uid import (
     HTJ2K,
     JPEG2000,
     UID,
+    DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     HTJ2KLossless,
@@ -42,12 +45,13 @@ from pydicom.uid import (
 
 from bcdiag.errors import ScanRejected
 from bcdiag.scans import rules
-from bcdiag.scans.intensity import full_scale, luminance, min_max
+from bcdiag.scans.intensity import luminance, unit_range
 from bcdiag.scans.rules import LIBRARY_ERRORS, reject
 from bcdiag.scans.types import Scan, ScanMetadata
 
 _ERRORS: tuple[type[Exception], ...] = (*LIBRARY_ERRORS, BytesLengthException, InvalidDicomError)
 _TEXT_LIMIT = 64
+_UNDEFINED_LENGTH = 0xFFFFFFFF
 # GDCM aborts the whole process on some malformed JPEG 2000 codestreams, so JPEG 2000 goes
 # to pylibjpeg-openjpeg, which reports them as errors.
 _PREFERRED_PLUGIN = {
@@ -95,7 +99,33 @@ def _parse(data: bytes, name: str) -> FileDataset:
         ) from None
     except _ERRORS:
         raise _corrupt_header(name) from None
+    if _ends_inside_an_element(ds, len(data)):
+        raise reject(
+            "truncated",
+            name,
+            f"the DICOM file is cut off: it ends in the middle of its data. {_EXPORT_AGAIN}",
+        )
     return ds
+
+
+def _ends_inside_an_element(ds: FileDataset, size: int) -> bool:
+    """Whether the file stops inside an element, which pydicom reads without an error.
+
+    pydicom keeps a cut-off last value short, silently drops a cut-off element header,
+    and returns an empty dataset when the file ends inside a value of undefined length
+    (encapsulated pixel data); which elements are present says nothing about a cut.
+    """
+    elements = list(ds.elements())
+    if not elements:
+        return True
+    last = elements[-1]
+    if not isinstance(last, RawDataElement) or last.length == _UNDEFINED_LENGTH:
+        return False
+    if last.value is not None and len(last.value) < last.length:
+        return True
+    # Offsets are in the inflated stream for deflated files, so only those skip this.
+    deflated = _transfer_syntax(ds) == DeflatedExplicitVRLittleEndian
+    return not deflated and last.value_tell + last.length < size
 
 
 def _corrupt_header(name: str) -> ScanRejected:
@@ -117,12 +147,7 @@ def _check_header(ds: FileDataset, name: str, modality_hint: str | None) -> Scan
             "Upload one of the image files it lists instead.",
         )
     rules.check_depth(name, _sequence_depth(ds))
-    if "PixelData" not in ds and "Rows" in ds:
-        # An image header without its pixels: the file was cut off.
-        raise reject(
-            "truncated", name, f"the DICOM file ends before its pixel data. {_EXPORT_AGAIN}"
-        )
-    if "PixelData" not in ds:
+    if "PixelData" not in ds:  # a cut-off file was rejected by `_parse`
         raise reject(
             "no-pixel-data",
             name,
@@ -241,10 +266,10 @@ def _decode(ds: FileDataset, name: str) -> tuple[np.ndarray, str]:
 def _to_unit_grey(ds: Dataset, pixels: np.ndarray, photometric: str, name: str) -> np.ndarray:
     """Float32 (rows, columns) in [0, 1], bright = dense tissue / strong echo."""
     if pixels.ndim == 3 and photometric == "RGB":
-        return full_scale(luminance(pixels), float(np.iinfo(pixels.dtype).max))
+        return unit_range(luminance(pixels), 0.0, 2.0 ** _bits_stored(ds) - 1)
     if pixels.ndim == 2 and photometric == "PALETTE COLOR":
         rgb = apply_color_lut(pixels, ds)
-        return full_scale(luminance(rgb), float(np.iinfo(rgb.dtype).max))
+        return unit_range(luminance(rgb), 0.0, float(np.iinfo(rgb.dtype).max))
     if pixels.ndim != 2 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise reject(
             "unsupported-photometric",
@@ -252,13 +277,38 @@ def _to_unit_grey(ds: Dataset, pixels: np.ndarray, photometric: str, name: str) 
             f"the image's colour model '{photometric[:_TEXT_LIMIT]}' is not supported. "
             "Export it as greyscale (MONOCHROME1/2), RGB or palette colour.",
         )
-    values = apply_modality_lut(pixels, ds)
-    if "VOILUTSequence" in ds or "WindowCenter" in ds:
-        values = apply_voi_lut(values, ds, index=0)
+    values = apply_voi_lut(apply_modality_lut(pixels, ds), ds, index=0)
     if not np.isfinite(values).all():
         raise ValueError("rescale or window produced non-finite values")
-    grey = min_max(values)
+    grey = unit_range(values, *_display_range(ds))
     return 1.0 - grey if photometric == "MONOCHROME1" else grey
+
+
+def _display_range(ds: Dataset) -> tuple[float, float]:
+    """The values `apply_voi_lut` puts out for the darkest and the brightest display.
+
+    A VOI LUT puts out its own range (LUTDescriptor bits); a window, or no VOI at all,
+    the range the stored bits can hold after the Modality LUT (as in pydicom's
+    `apply_windowing`), so a DICOM's values are never stretched to its own extremes.
+    """
+    voi = ds.get("VOILUTSequence")
+    if voi and None not in (voi[0].get("LUTDescriptor"), voi[0].get("LUTData")):
+        return 0.0, 2.0 ** int(voi[0].LUTDescriptor[2]) - 1
+    modality_lut = ds.get("ModalityLUTSequence")
+    if modality_lut:
+        return 0.0, 2.0 ** int(modality_lut[0].LUTDescriptor[2]) - 1
+    bits = _bits_stored(ds)
+    low, high = 0, 2**bits - 1
+    if ds.get("PixelRepresentation"):  # signed
+        low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
+    if slope is None or intercept is None:
+        return float(low), float(high)
+    return low * float(slope) + float(intercept), high * float(slope) + float(intercept)
+
+
+def _bits_stored(ds: Dataset) -> int:
+    return int(ds.get("BitsStored") or ds.BitsAllocated)
 
 
 def _positive_int(ds: Dataset, keyword: str) -> int:

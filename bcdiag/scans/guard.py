@@ -1,4 +1,4 @@
-"""`judge`: run `read_scan` in a guarded child process and turn every outcome into a Verdict.
+"""`judge`: run `read_upload` in a guarded child process and turn every outcome into a Verdict.
 
 One warm worker (a pebble ProcessPool of size 1, forkserver context) serves all calls,
 so judging many files costs one interpreter start, not one per file. Each file gets at
@@ -27,7 +27,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pebble import ProcessExpired, ProcessFuture, ProcessPool
 
 from bcdiag.errors import ScanRejected
-from bcdiag.scans.reader import read_scan
+from bcdiag.scans.reader import read_upload
 from bcdiag.scans.rules import reject, shown
 from bcdiag.scans.types import Scan, Verdict
 from bcdiag.settings import get_settings
@@ -46,7 +46,8 @@ def judge(data: bytes, name: str, *, modality: str | None = None) -> Verdict:
     Args:
         data: the file's bytes.
         name: the file's name, used only in messages and in ``Verdict.file``.
-        modality: the caller's hint, as for `read_scan`.
+        modality: the caller's hint, as for `read_scan`; the image must look like the
+            modality it ends with (``modality-mismatch`` otherwise).
 
     Returns:
         An accepted Verdict with the Scan, or a rejected one with a code and a message.
@@ -106,7 +107,7 @@ def judge(data: bytes, name: str, *, modality: str | None = None) -> Verdict:
 
 
 def _run(data: bytes, name: str, modality: str | None) -> Scan:
-    """`read_scan` in the worker, retried once on a fresh pool if the pool itself broke."""
+    """`read_upload` in the worker, retried once on a fresh pool if the pool itself broke."""
     try:
         return _submit(data, name, modality).result()
     except BrokenProcessPool:
@@ -128,7 +129,7 @@ def _submit(data: bytes, name: str, modality: str | None) -> ProcessFuture[Scan]
 def _read_with_environment(
     environment: dict[str, str], data: bytes, name: str, modality: str | None
 ) -> Scan:
-    """In the worker: adopt the caller's current BCDIAG_* settings, then `read_scan`.
+    """In the worker: adopt the caller's current BCDIAG_* settings, then `read_upload`.
 
     The worker inherited the environment of the moment it was started; the limits that
     apply are the caller's at the time of the call.
@@ -139,7 +140,7 @@ def _read_with_environment(
             del os.environ[key]
         os.environ.update(environment)
         get_settings.cache_clear()
-    return read_scan(data, name, modality=modality)
+    return read_upload(data, name, modality=modality)
 
 
 def _accepted(name: str, scan: Scan) -> Verdict:

@@ -1,4 +1,10 @@
-"""Small intensity transforms shared by the DICOM and raster readers."""
+"""The one intensity rule of the intake, shared by the DICOM and raster readers.
+
+Stored values map to [0, 1] through the range their container can hold (255 for 8 bit,
+65535 for 16-bit PNG, BitsStored or the window's output range for DICOM), never through
+the image's own minimum and maximum: the same pixels then give the same values in every
+container, and a faint image stays faint.
+"""
 
 from __future__ import annotations
 
@@ -13,17 +19,7 @@ def luminance(rgb: np.ndarray) -> np.ndarray:
     return np.asarray(rgb[..., :3], dtype=np.float32) @ _LUMA
 
 
-def min_max(values: np.ndarray) -> np.ndarray:
-    """Stretch to [0, 1] (float32); a constant image becomes all zeros."""
-    values = np.asarray(values, dtype=np.float32)
-    low = float(values.min())
-    spread = float(values.max()) - low
-    if spread == 0.0:
-        return np.zeros(values.shape, dtype=np.float32)
-    return ((values - low) / spread).astype(np.float32, copy=False)
-
-
-def full_scale(values: np.ndarray, maximum: float) -> np.ndarray:
-    """Divide by the container's largest value (e.g. 255 for 8 bit) into [0, 1] (float32)."""
-    scaled = np.asarray(values, dtype=np.float32) / np.float32(maximum)
-    return np.clip(scaled, 0.0, 1.0, out=scaled)
+def unit_range(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Map ``low`` to 0 and ``high`` to 1 (either may be the larger), clipped (float32)."""
+    scaled = (np.asarray(values, dtype=np.float64) - low) / (high - low)
+    return np.clip(scaled, 0.0, 1.0).astype(np.float32)

@@ -2,10 +2,10 @@
 
 Pillow's pixel limit is set from ``max_pixels`` and its DecompressionBombWarning is an
 error, so a small file declaring a huge image is rejected (``decompression-bomb``)
-before any pixel is decoded. Grey levels: 8-bit images (and colour, converted to BT.601
-luminance) are divided by 255, keeping the brightness the image was saved with;
-16- and 32-bit greyscale is stretched min-max, because how many of its bits carry data
-is not recorded in the file.
+before any pixel is decoded. Grey levels (`bcdiag.scans.intensity`): 8-bit images (and
+colour, converted to BT.601 luminance) are divided by 255 and 16-bit greyscale by 65535,
+keeping the brightness the image was saved with (PNG scales samples of fewer significant
+bits up to the full 16).
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ import numpy as np
 from PIL import Image
 
 from bcdiag.scans import rules
-from bcdiag.scans.intensity import full_scale, luminance, min_max
+from bcdiag.scans.intensity import luminance, unit_range
 from bcdiag.scans.rules import LIBRARY_ERRORS, reject
 from bcdiag.scans.types import Scan, ScanMetadata
 from bcdiag.settings import get_settings
 
-_GREY_WIDE = {"I;16": 16, "I;16B": 16, "I;16L": 16, "I;16N": 16, "I": 32}
+# Pillow's modes for 16-bit greyscale PNG ("I" where it widens them to 32-bit integers).
+_GREY_16 = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 _END_MARKERS = {"png": b"IEND", "jpeg": b"\xff\xd9"}
 _TAIL_BYTES = 64
 
@@ -40,7 +41,7 @@ def read_raster(data: bytes, name: str, kind: str, modality: str | None) -> Scan
         try:
             with Image.open(io.BytesIO(data), formats=[kind.upper()]) as img:
                 samples = len(img.getbands())
-                bits = _GREY_WIDE.get(img.mode, 8)
+                bits = 16 if img.mode in _GREY_16 else 8
                 rules.check_dimensions(name, img.height, img.width, 1, bits, samples)
                 img.load()
                 image, photometric = _to_unit_grey(img, name)
@@ -75,13 +76,13 @@ def read_raster(data: bytes, name: str, kind: str, modality: str | None) -> Scan
 
 def _to_unit_grey(img: Image.Image, name: str) -> tuple[np.ndarray, str]:
     """Float32 [0, 1] grey values and the photometric interpretation they came from."""
-    if img.mode in _GREY_WIDE:
-        return min_max(np.asarray(img)), "MONOCHROME2"
+    if img.mode in _GREY_16:
+        return unit_range(np.asarray(img), 0.0, 65535.0), "MONOCHROME2"
     if img.mode in ("1", "L", "LA"):
-        return full_scale(np.asarray(img.convert("L")), 255.0), "MONOCHROME2"
+        return unit_range(np.asarray(img.convert("L")), 0.0, 255.0), "MONOCHROME2"
     if img.mode in ("P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr"):
         photometric = "PALETTE COLOR" if img.mode.startswith("P") else "RGB"
-        return full_scale(luminance(np.asarray(img.convert("RGB"))), 255.0), photometric
+        return unit_range(luminance(np.asarray(img.convert("RGB"))), 0.0, 255.0), photometric
     raise reject(
         "unsupported-photometric",
         name,

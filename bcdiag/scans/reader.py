@@ -1,4 +1,5 @@
-"""`read_scan`: one uploaded file's bytes to a validated `Scan`, in this process."""
+"""`read_scan`: one file's bytes to a validated `Scan`, in this process; `read_upload`
+adds the check that an upload looks like its modality."""
 
 from __future__ import annotations
 
@@ -28,3 +29,19 @@ def read_scan(data: bytes, name: str, *, modality: str | None = None) -> Scan:
         return read_dicom(data, name, hint)
     rules.check_modality(name, hint, from_dicom=False)
     return read_raster(data, name, kind, hint)
+
+
+def read_upload(data: bytes, name: str, *, modality: str | None = None) -> Scan:
+    """`read_scan`, then the check that the image looks like its modality.
+
+    Only uploads are checked: the public training sets are labelled by their makers.
+
+    Raises:
+        ScanRejected: as `read_scan`, or ``modality-mismatch``.
+    """
+    scan = read_scan(data, name, modality=modality)
+    meta = scan.metadata
+    rules.check_looks_like_modality(
+        name, scan.image, meta.modality, from_dicom=meta.format == "dicom"
+    )
+    return scan

@@ -14,6 +14,10 @@ Decisions, and why:
   ``max_pixels`` / ``max_decoded_bytes`` before any decoding, so a lying header cannot
   make the reader allocate gigabytes. The smallest side must be ``min_side_px``
   (default 28, so BreastMNIST's 28x28 ultrasound PNGs pass).
+- Modality mismatch (uploads only, `check_looks_like_modality`): an image that clearly
+  looks like the other modality (a mammogram given as ultrasound, a DICOM saying US that
+  holds a mammogram) is rejected with ``modality-mismatch``; see
+  `bcdiag.scans.modality_check` for how, and `benchmarks/modality_check.py` for how well.
 - Blank: an image is blank when it is constant, or when 98 % of its pixels (1st to
   99th percentile) lie within 2 % of the display range.
 - Sequences nested deeper than `MAX_SEQUENCE_DEPTH` are rejected: no image header needs
@@ -30,9 +34,11 @@ import zlib
 import numpy as np
 
 from bcdiag.errors import ScanRejected
+from bcdiag.scans.modality_check import mismatch
 from bcdiag.settings import get_settings
 
 ACCEPTED_MODALITIES = ("MG", "US")
+_MODALITY_NAMES = {"MG": "mammography (MG)", "US": "ultrasound (US)"}
 # What pydicom, its decoder plugins and Pillow raise on malformed input. RecursionError
 # (a RuntimeError) is handled before these; MemoryError is left to the guard.
 LIBRARY_ERRORS: tuple[type[Exception], ...] = (
@@ -99,6 +105,25 @@ def check_modality(name: str, modality: str | None, *, from_dicom: bool) -> None
             "ultrasound (US) only."
         )
     raise reject("unsupported-modality", name, f"{text} Upload an MG or US image.")
+
+
+def check_looks_like_modality(
+    name: str, image: np.ndarray, modality: str | None, *, from_dicom: bool
+) -> None:
+    """The image must look like its modality (`bcdiag.scans.modality_check`)."""
+    if modality not in ACCEPTED_MODALITIES:
+        return
+    reason = mismatch(image, modality)
+    if reason is None:
+        return
+    if from_dicom:
+        said = f"this DICOM file says it is {_MODALITY_NAMES[modality]}"
+        advice = "Check that the right image was exported, with the right modality."
+    else:
+        said = f"it was given as {_MODALITY_NAMES[modality]}"
+        other = "MG" if modality == "US" else "US"
+        advice = f"Choose {_MODALITY_NAMES[other]} if that is what it is."
+    raise reject("modality-mismatch", name, f"{said}, but the image {reason}. {advice}")
 
 
 def check_presentation_intent(name: str, intent: str | None) -> None:
