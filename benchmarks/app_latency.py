@@ -34,13 +34,14 @@ from playwright.sync_api import Page, sync_playwright
 
 from bcdiag.datasets.breastmnist import load
 from bcdiag.models.bundle import ModelBundle
+from bcdiag.models.champion_trail import force_champion
 from bcdiag.models.recipe import Recipe, recipe_for
-from bcdiag.models.registry import log_bundle, set_champion
+from bcdiag.models.registry import log_bundle
 from bcdiag.models.train import train_bundle
 from bcdiag.platform.services import app_service, mlflow_service
 from bcdiag.processes import free_port, start, stop
 from bcdiag.settings import Settings, get_settings
-from bcdiag.storage import upgrade
+from bcdiag.storage import Storage, upgrade
 
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 POOL_REFILL_S = 15.0  # time for Voilà to preheat the next kernel after a page took one
@@ -68,11 +69,12 @@ def summary(uploads: list[Upload]) -> str:
     )
 
 
-def register(bundle: ModelBundle) -> None:
+def register(bundle: ModelBundle, storage: Storage) -> None:
+    """Log `bundle` and make it its modality's champion as ``bcdiag promote --force`` does."""
     with mlflow.start_run():
         mlflow.log_metric("valid_auc", 0.5)
         logged = log_bundle(bundle)
-    set_champion(logged.registered_name, logged.version)
+    force_champion(logged.registered_name, logged.version, storage=storage, user="benchmark")
 
 
 def mammography_variant(bundle: ModelBundle) -> ModelBundle:
@@ -136,10 +138,11 @@ def main() -> None:
     try:
         mlflow.set_tracking_uri(server.public_url)
         bundle = train_bundle(load(data_dir), Recipe(epochs=2, members=1))
-        register(bundle)
-        register(mammography_variant(bundle))
-        upgrade(f"sqlite:///{home / 'bcdiag.sqlite'}")
         settings = Settings(home=home, app_port=free_port(), mlflow_tracking_uri=server.public_url)
+        upgrade(settings.resolved_database_url)
+        with Storage.from_settings(settings) as storage:
+            register(bundle, storage)
+            register(mammography_variant(bundle), storage)
         app = app_service(settings)
         processes.append(start(app))
         pngs = ultrasound_pngs(data_dir, home, args.uploads)

@@ -32,11 +32,13 @@ from PIL import Image
 from playwright.async_api import Browser, async_playwright
 
 from bcdiag.datasets.breastmnist import load
+from bcdiag.models.champion_trail import force_champion
 from bcdiag.models.recipe import Recipe
-from bcdiag.models.registry import log_bundle, set_champion
+from bcdiag.models.registry import log_bundle
 from bcdiag.models.train import train_bundle
 from bcdiag.processes import free_port
-from bcdiag.settings import get_settings
+from bcdiag.settings import Settings, get_settings
+from bcdiag.storage import Storage
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
@@ -86,14 +88,16 @@ def start_platform(home: Path, max_kernels: int) -> tuple[subprocess.Popen[bytes
     return process, env
 
 
-def register_champion(mlflow_url: str) -> None:
-    """A one-epoch BreastMNIST model as the US champion (latency, not quality)."""
+def register_champion(mlflow_url: str, home: Path) -> None:
+    """A one-epoch BreastMNIST model as the US champion (latency, not quality), promoted
+    as ``bcdiag promote --force`` does, in the platform's audit trail under `home`."""
     mlflow.set_tracking_uri(mlflow_url)
     bundle = train_bundle(load(get_settings().required_data_dir()), Recipe(epochs=1, members=1))
     with mlflow.start_run():
         mlflow.log_metric("valid_auc", 0.8)
         logged = log_bundle(bundle)
-    set_champion(logged.registered_name, logged.version)
+    with Storage.from_settings(Settings(home=home)) as storage:
+        force_champion(logged.registered_name, logged.version, storage=storage, user="benchmark")
 
 
 def add_clinicians(env: dict[str, str], names: list[str]) -> None:
@@ -183,7 +187,7 @@ def main() -> None:
         home = Path(tmp) / "home"
         process, env = start_platform(home, max_kernels=max(args.clinicians) + 5)
         try:
-            register_champion(f"http://127.0.0.1:{env['BCDIAG_MLFLOW_PORT']}")
+            register_champion(f"http://127.0.0.1:{env['BCDIAG_MLFLOW_PORT']}", home)
             names = [f"dr-load-{i:02d}" for i in range(max(args.clinicians))]
             add_clinicians(env, names)
             scan = Path(tmp) / "lesion.png"

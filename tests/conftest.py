@@ -77,6 +77,15 @@ def bcdiag_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     get_settings.cache_clear()
 
 
+@pytest.fixture
+def audit_trail(bcdiag_home: Path) -> Iterator[Storage]:
+    """The configured storage (SQLite under a fresh BCDIAG_HOME), migrated."""
+    bcdiag_home.mkdir(parents=True)
+    upgrade(get_settings().resolved_database_url)
+    with Storage.from_settings() as storage:
+        yield storage
+
+
 @pytest.fixture(scope="session")
 def postgres_admin_url() -> str:
     """The test PostgreSQL server's URL; run the suite under `.ci/with-postgres`."""

@@ -65,7 +65,7 @@ def _analysis(storage: Storage, user: str, content: bytes) -> StoredAnalysis:
     )
 
 
-@pytest.mark.usefixtures("mlflow_tracking")
+@pytest.mark.usefixtures("mlflow_tracking", "audit_trail")
 def test_accepted_ultrasound_png_is_stored_scored_and_audited(
     storage: Storage, small_bundle: ModelBundle, data_dir: Path
 ) -> None:

@@ -3,11 +3,14 @@ Debian's Chromium. Screenshots land in test-artifacts/."""
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import psutil
 import pytest
 from mlflow_server import MlflowServer
 from playwright.sync_api import Page, sync_playwright
@@ -17,7 +20,7 @@ from bcdiag.models.bundle import ModelBundle
 from bcdiag.platform.services import app_service
 from bcdiag.processes import free_port, start, stop
 from bcdiag.settings import Settings
-from bcdiag.storage import upgrade
+from bcdiag.storage import Storage, upgrade
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -28,22 +31,42 @@ CHROMIUM_ARGS = [
 
 
 @pytest.fixture
-def voila_url(
-    mlflow_server: MlflowServer, mlflow_tracking: str, small_bundle: ModelBundle, tmp_path: Path
-) -> Iterator[str]:
-    """The app exactly as `make run` serves it, on a fresh database, with a US champion."""
-    register(small_bundle)
+def app_storage(tmp_path: Path) -> Iterator[Storage]:
+    """The app's fresh database (under tmp_path/home), where champions' promotions are
+    audited."""
     home = tmp_path / "home"
     home.mkdir()
-    upgrade(f"sqlite:///{home / 'bcdiag.sqlite'}")
+    url = f"sqlite:///{home / 'bcdiag.sqlite'}"
+    upgrade(url)
+    with Storage.open(url, (home / "blobs").as_uri()) as storage:
+        yield storage
+
+
+@pytest.fixture
+def voila(
+    mlflow_server: MlflowServer,
+    mlflow_tracking: str,
+    small_bundle: ModelBundle,
+    app_storage: Storage,
+    tmp_path: Path,
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """The app exactly as `make run` serves it, on a fresh database, with a US champion:
+    its URL and its Voilà process."""
+    register(small_bundle, app_storage)
+    home = tmp_path / "home"
     settings = Settings(home=home, app_port=free_port(), mlflow_tracking_uri=mlflow_server.url)
     service = app_service(settings)
     service = replace(service, env={**service.env, "JUPYTERHUB_USER": "dr-alice"})
     process = start(service, timeout_s=90)
     try:
-        yield service.public_url
+        yield service.public_url, process
     finally:
         stop([process])
+
+
+@pytest.fixture
+def voila_url(voila: tuple[str, subprocess.Popen[bytes]]) -> str:
+    return voila[0]
 
 
 @pytest.fixture
@@ -58,11 +81,28 @@ def page(voila_url: str) -> Iterator[Page]:
         browser.close()
 
 
-def _upload(page: Page, files: list[Path]) -> None:
+def _choose(page: Page, files: list[Path]) -> None:
     with page.expect_file_chooser() as chooser:
         page.locator("button.widget-upload").click()
     chooser.value.set_files([str(f) for f in files])
+    page.get_by_text(f"Received {len(files)} file(s)").wait_for(timeout=60_000)
+
+
+def _upload(page: Page, files: list[Path], kind: str = "Ultrasound") -> None:
+    """Choose `files`, state `kind` for every PNG/JPEG among them, press Analyse."""
+    _choose(page, files)
+    if any(f.suffix.lower() in {".png", ".jpg", ".jpeg"} for f in files):
+        page.get_by_role("button", name=kind, exact=True).click()
     page.get_by_role("button", name="Analyse").click()  # waits until it is enabled
+
+
+def _kernels(voila: subprocess.Popen[bytes]) -> int:
+    """How many kernels the Voilà process runs (preheated ones included)."""
+    count = 0
+    for child in psutil.Process(voila.pid).children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):  # zombies included: ended
+            count += "ipykernel_launcher" in " ".join(child.cmdline())
+    return count
 
 
 def largest_mammogram() -> Path:
@@ -76,11 +116,11 @@ def largest_mammogram() -> Path:
 
 
 @pytest.fixture
-def mg_champion(mlflow_tracking: str, small_bundle: ModelBundle) -> None:
+def mg_champion(mlflow_tracking: str, small_bundle: ModelBundle, app_storage: Storage) -> None:
     """The small bundle registered as the mammography champion too (its quality is
     irrelevant: the test is about the path of a full-size file). Before `page`, so
     the app's first look at the registry finds it."""
-    register(replace(small_bundle, modality="MG"))
+    register(replace(small_bundle, modality="MG"), app_storage)
 
 
 @pytest.mark.slow
@@ -110,6 +150,78 @@ def test_clinician_uploads_sees_result_rejection_and_downloads_report(
     entry.wait_for(timeout=30_000)
     page.get_by_role("button", name="Refresh history").click()
     entry.wait_for(timeout=30_000)
+
+
+@pytest.mark.slow
+def test_kind_of_scan_outcome_history_and_a_closed_page(
+    voila: tuple[str, subprocess.Popen[bytes]], page: Page, data_dir: Path, tmp_path: Path
+) -> None:
+    """Issue 12 items 1, 3, 8, 9, 11 and 12, as a clinician meets them."""
+    us, mg = tmp_path / "us.png", tmp_path / "mg.jpg"
+    us.write_bytes(breastmnist_png(data_dir, 6))
+    mg.write_bytes(sorted((data_dir / "rsna640" / "images").glob("*.jpg"))[0].read_bytes())
+    assert "Up to 20 files at a time" in page.inner_text("body")
+    _choose(page, [us, mg])
+    page.get_by_text("Choose the kind of scan for 2 PNG/JPEG file(s)").wait_for()
+    assert page.get_by_role("button", name="Analyse").is_disabled()  # no default kind
+    kinds = page.locator("select", has=page.locator("option", has_text="Mammogram"))
+    kinds.nth(0).select_option(label="Ultrasound")
+    kinds.nth(1).select_option(label="Mammogram")
+    page.get_by_role("button", name="Analyse").click()
+    page.get_by_text("Modality: US (stated at upload)").wait_for(timeout=90_000)
+    page.get_by_text("mg.jpg: there is no model for MG scans yet").wait_for(timeout=30_000)
+
+    outcome = page.locator("select", has=page.locator("option", has_text="Biopsy: benign"))
+    assert outcome.input_value() != "Biopsy: benign"  # no outcome is pre-chosen
+    outcome.select_option(label="Biopsy: benign")
+    page.get_by_role("button", name="Record outcome").click()
+    page.get_by_text("Recorded outcome: Biopsy: benign, by dr-alice").wait_for(timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "app_kind_and_outcome.png"), full_page=True)
+
+    page.reload()
+    page.get_by_text("Signed in as").wait_for(timeout=60_000)
+    page.get_by_role("tab", name="My analyses").click()
+    page.get_by_text("mg.jpg · MG · not analysed").wait_for(timeout=30_000)
+    row = page.locator(".widget-hbox", has_text="us.png · US · outcome recorded")
+    row.get_by_role("button", name="Open").click()
+    page.get_by_text("Recorded outcome: Biopsy: benign, by dr-alice on").wait_for(timeout=30_000)
+    assert page.get_by_text("Probability of malignancy").is_visible()  # in the open tab
+    outcome = page.locator("select", has=page.locator("option", has_text="Biopsy: benign"))
+    outcome.select_option(label="Biopsy: malignant")
+    page.get_by_role("button", name="Change outcome").click()
+    page.get_by_text("Change the recorded outcome from Biopsy: benign to Biopsy: malignant?")
+    page.get_by_role("button", name="Confirm change").click()
+    page.get_by_text("Recorded outcome: Biopsy: malignant, by dr-alice").wait_for(timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "app_history.png"), full_page=True)
+    body = page.inner_text("body")
+    assert "Downloading artifacts" not in body and "%|" not in body and "Traceback" not in body
+
+    process = voila[1]
+    before = _kernels(process)
+    page.goto("about:blank")  # the clinician closes the page
+    deadline = time.monotonic() + 60
+    while _kernels(process) >= before and time.monotonic() < deadline:
+        time.sleep(2)
+    assert _kernels(process) == before - 1, "the closed page's kernel outlived a minute"
+
+
+@pytest.mark.slow
+def test_every_chosen_file_gets_a_card_or_a_message(
+    page: Page, data_dir: Path, tmp_path: Path
+) -> None:
+    files = []
+    for index in range(22):
+        files.append(tmp_path / f"scan{index:02}.png")
+        files[-1].write_bytes(breastmnist_png(data_dir, index))
+    _choose(page, files)
+    page.get_by_text("Only the first 20 are analysed in one batch; the other 2").wait_for()
+    page.get_by_role("button", name="Ultrasound", exact=True).click()
+    page.get_by_role("button", name="Analyse").click()
+    page.get_by_text("Finished 22 file(s): 20 analysed, 2 not analysed").wait_for(timeout=300_000)
+    body = page.inner_text("body")
+    assert body.count("Probability of malignancy") == 20
+    assert "scan20.png: not analysed, because more than 20" in body
+    assert "scan21.png: not analysed, because more than 20" in body
 
 
 def tiled_mammogram(source: Path, folder: Path) -> Path:

@@ -30,9 +30,14 @@ AppFactory = Callable[..., ClinicianApp]
 
 
 @pytest.fixture
-def open_app(storage: Storage, mlflow_tracking: str) -> Iterator[AppFactory]:
-    """Builds a user's app on the test storage; at teardown waits for every app's
-    warm-up thread, which must not outlive the test's MLflow tracking URI."""
+def open_app(
+    storage: Storage,
+    mlflow_tracking: str,
+    audit_trail: Storage,
+) -> Iterator[AppFactory]:
+    """Builds a user's app on the test storage (champions checked against `audit_trail`);
+    at teardown waits for every app's warm-up thread, which must not outlive the test's
+    MLflow tracking URI."""
     apps: list[ClinicianApp] = []
 
     def build(user: str, predictor: Predictor | None = None) -> ClinicianApp:
@@ -240,7 +245,8 @@ def test_the_outcome_has_no_default_and_a_change_is_confirmed_and_audited(
     (card,) = app.results.children
     choice = _find(card, widgets.Dropdown, "Outcome:")
     record = _find(card, widgets.Button, "Record outcome")
-    assert choice.value is None and record.disabled and "No outcome recorded yet" in _texts(card)
+    assert choice.label == "Choose the confirmed outcome…" and record.disabled
+    assert "No outcome recorded yet" in _texts(card)
     record.click()  # a stray click on the disabled button records nothing
     assert storage.confirmed_cases() == []
     choice.value = "biopsy-benign"
@@ -253,7 +259,7 @@ def test_the_outcome_has_no_default_and_a_change_is_confirmed_and_audited(
     _find(row, widgets.Button, "Open").click()
     reopened = row.children[1]
     assert "Recorded outcome: <b>Biopsy: benign</b>, by alice on " in _texts(reopened)
-    assert _find(reopened, widgets.Dropdown, "Outcome:").value is None  # nothing pre-chosen
+    assert _find(reopened, widgets.Dropdown, "Outcome:").value == ""  # nothing pre-chosen
     _find(reopened, widgets.Dropdown, "Outcome:").value = "biopsy-malignant"
     _find(reopened, widgets.Button, "Change outcome").click()
     assert "Change the recorded outcome from <b>Biopsy: benign</b>" in _texts(reopened)

@@ -21,19 +21,22 @@ from PIL import Image
 
 from bcdiag.cli.predict import predict
 from bcdiag.models.bundle import ModelBundle
+from bcdiag.models.champion_trail import force_champion
 from bcdiag.models.registry import log_bundle, set_champion
 from bcdiag.serving.batch import score_files
+from bcdiag.storage import Storage
 
 pytestmark = pytest.mark.usefixtures("mlflow_tracking")
 
 
 @pytest.fixture
-def champion(small_bundle: ModelBundle) -> str:
-    """small_bundle registered and promoted as bcdiag-us version 1; yields its sha256."""
+def champion(small_bundle: ModelBundle, audit_trail: Storage) -> str:
+    """small_bundle registered and promoted (audited, as `bcdiag promote --force`) as
+    bcdiag-us version 1; yields its sha256."""
     with mlflow.start_run():
         mlflow.log_metric("valid_auc", 0.8)
         logged = log_bundle(small_bundle)
-    set_champion(logged.registered_name, logged.version)
+    force_champion(logged.registered_name, logged.version, storage=audit_trail, user="admin")
     return logged.sha256
 
 
@@ -104,6 +107,20 @@ def test_cli_png_without_modality_has_no_model(
     assert result.exit_code == 1
     assert result.output.startswith("REJECTED [no-model]")
     assert "unknown modality" in result.output
+
+
+def test_a_champion_moved_outside_bcdiag_gives_each_file_a_refusal(
+    champion: str, small_bundle: ModelBundle, data_dir: Path, tmp_path: Path
+) -> None:
+    with mlflow.start_run():
+        logged = log_bundle(small_bundle)
+    set_champion(logged.registered_name, logged.version)  # by hand: no audited promotion
+    paths = write_pngs(data_dir, tmp_path, 2)
+    result = CliRunner().invoke(predict, [*map(str, paths), "--modality", "us", "--json"])
+    assert result.exit_code == 1
+    lines = [json.loads(line) for line in result.output.splitlines()]
+    assert [(line["ok"], line["code"]) for line in lines] == [(False, "unapproved-champion")] * 2
+    assert "has not passed the quality gate" in str(lines[0]["message"])
 
 
 def test_folder_is_scored_on_local_dask_cluster(

@@ -1,20 +1,25 @@
-"""The retraining gate on constructed scores, and the locked test sets it uses."""
+"""The retraining gate on constructed scores, the locked test sets it uses, and the
+champion it records (against a real MLflow server)."""
 
 from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
+from mlflow import MlflowClient
 from own_folder import MAMMOGRAM_FOLDER, mammogram_folder
 from PIL import Image
+from test_inference import breastmnist_png
 
 from bcdiag.datasets import ImageSet
 from bcdiag.datasets.folder import FolderDataError
 from bcdiag.datasets.mias import load as load_mias
-from bcdiag.lifecycle.gate import PROMOTED, REJECTED, Margins, Scores, judge
+from bcdiag.lifecycle.gate import PROMOTED, REJECTED, Margins, Scores, judge, promote_if_passes
 from bcdiag.lifecycle.retrain_data import (
     base_dataset,
     confirmed_set,
@@ -25,8 +30,12 @@ from bcdiag.lifecycle.retrain_data import (
     missing_base_data,
     retraining_set,
 )
+from bcdiag.models.bundle import ModelBundle
+from bcdiag.models.champion_trail import recorded_champion
 from bcdiag.models.metrics import paired_auc_difference
+from bcdiag.models.registry import CHAMPION, log_bundle
 from bcdiag.scans import read_scan
+from bcdiag.serving.inference import Predictor, UnapprovedChampion
 from bcdiag.settings import Settings, get_settings
 from bcdiag.storage import Storage
 from bcdiag.storage.analysis_store import NewAnalysis
@@ -230,3 +239,29 @@ def test_a_site_folder_replaces_the_public_base_and_its_test_rows_are_locked(
     )
     with pytest.raises(FolderDataError, match="needs a split column"):
         load_base("MG", data_dir, 32, unsplit)
+
+
+@pytest.mark.usefixtures("mlflow_tracking")
+def test_only_the_gates_champion_scores_not_a_rejected_version_moved_by_hand(
+    small_bundle: ModelBundle,
+    data_dir: Path,
+    audit_trail: Storage,
+) -> None:
+    # The defect: a researcher gave `champion` to a version the gate had rejected, and the
+    # next upload was scored by it.
+    never_suspicious = replace(
+        small_bundle, operating_point=replace(small_bundle.operating_point, threshold=1.0)
+    )
+    for bundle in (small_bundle, never_suspicious):
+        with mlflow.start_run():
+            log_bundle(bundle)
+    settings, gate = get_settings(), {"data_dir": data_dir, "storage": audit_trail, "user": "cron"}
+    assert promote_if_passes("bcdiag-us", "1", settings=settings, **gate).promoted
+    assert not promote_if_passes("bcdiag-us", "2", settings=settings, **gate).promoted
+    assert recorded_champion(audit_trail, "bcdiag-us") == "1"
+    scan = read_scan(breastmnist_png(data_dir, 0), "lesion.png", modality="US")
+    predictor = Predictor(champion_check_s=0)
+    assert predictor.predict(scan, "lesion.png").model.version == "1"
+    MlflowClient().set_registered_model_alias("bcdiag-us", CHAMPION, "2")
+    with pytest.raises(UnapprovedChampion, match="has not passed the quality gate"):
+        predictor.predict(scan, "lesion.png")

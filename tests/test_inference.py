@@ -1,29 +1,46 @@
-"""Predictor and Grad-CAM against a real MLflow server and real scans."""
+"""Predictor and Grad-CAM against a real MLflow server and real scans.
+
+- ``audit_trail``: bcdiag's database under a fresh ``BCDIAG_HOME``, migrated: the audit
+  trail `register` records champion moves in and a default `Predictor` checks them against.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import getpass
 import io
 import time
+from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
+from mlflow import MlflowClient
 from PIL import Image
+from sqlalchemy import select
 
 from bcdiag.errors import ConfigurationError
 from bcdiag.models.bundle import ModelBundle
-from bcdiag.models.registry import RegisteredModel, log_bundle, set_champion
+from bcdiag.models.champion_trail import force_champion
+from bcdiag.models.registry import CHAMPION, RegisteredModel, log_bundle
 from bcdiag.preprocess import prepare
 from bcdiag.processes import free_port
 from bcdiag.scans import Scan, read_scan
 from bcdiag.serving import inference
 from bcdiag.serving.heatmaps import grad_cam, overlay_png, target_layer
-from bcdiag.serving.inference import NoModelError, Predictor, RegistryUnavailable
+from bcdiag.serving.inference import (
+    CHAMPION_REFUSED,
+    NoModelError,
+    Predictor,
+    RegistryUnavailable,
+    UnapprovedChampion,
+)
+from bcdiag.storage import Storage
+from bcdiag.storage.models import AuditEvent
 
-pytestmark = pytest.mark.usefixtures("mlflow_tracking")
+pytestmark = pytest.mark.usefixtures("mlflow_tracking", "audit_trail")
 
 
 def breastmnist_png(data_dir: Path, index: int, split: str = "test") -> bytes:
@@ -35,11 +52,13 @@ def breastmnist_png(data_dir: Path, index: int, split: str = "test") -> bytes:
     return buffer.getvalue()
 
 
-def register(bundle: ModelBundle) -> RegisteredModel:
-    """Log and register `bundle` and make it the champion of its modality (no gate)."""
+def register(bundle: ModelBundle, storage: Storage | None = None) -> RegisteredModel:
+    """Log and register `bundle` and make it the champion of its modality as ``bcdiag
+    promote --force`` does (no gate, audited in `storage`; default: the configured one)."""
     with mlflow.start_run():
         logged = log_bundle(bundle)
-    set_champion(logged.registered_name, logged.version)
+    with Storage.from_settings() if storage is None else nullcontext(storage) as trail:
+        force_champion(logged.registered_name, logged.version, storage=trail, user="admin")
     return logged
 
 
@@ -205,3 +224,51 @@ def test_scan_of_unknown_modality_has_no_model(data_dir: Path) -> None:
     scan = read_scan(breastmnist_png(data_dir, 1), "unknown.png")
     with pytest.raises(NoModelError, match="unknown modality"):
         Predictor().predict(scan, "unknown.png")
+
+
+def _refusals(storage: Storage) -> list[tuple[str, str, dict[str, object]]]:
+    with storage.sessions() as session:
+        events = session.scalars(select(AuditEvent).where(AuditEvent.action == CHAMPION_REFUSED))
+        return [(event.user, event.target, dict(event.details)) for event in events]
+
+
+def test_a_champion_moved_outside_bcdiag_is_refused_and_audited(
+    small_bundle: ModelBundle, us_scan: Scan, storage: Storage
+) -> None:
+    register(small_bundle, storage)  # version 1: champion through bcdiag (audited)
+    with mlflow.start_run() as run:
+        log_bundle(small_bundle)  # version 2: never gated
+    client = MlflowClient()
+    # What the MLflow UI (or a notebook on the tracking server) does: move the alias, and
+    # forge the gate's tag on the version's run for good measure.
+    client.set_registered_model_alias("bcdiag-us", CHAMPION, "2")
+    client.set_tag(run.info.run_id, "gate_decision", "promoted")
+    predictor = Predictor(storage=storage)
+    for _ in range(2):  # refused at every upload, each refusal audited
+        with pytest.raises(UnapprovedChampion) as refused:
+            predictor.predict(us_scan, "lesion.png")
+    assert str(refused.value) == (
+        "the current model has not passed the quality gate; results are withheld; "
+        "contact your administrator"
+    )
+    assert predictor.warm_up() == []  # a kernel's warm-up loads nothing either
+    assert _refusals(storage) == 3 * [
+        (
+            getpass.getuser(),
+            "model:bcdiag-us/2",
+            {"recorded_champion": "1", "tracking_uri": mlflow.get_tracking_uri()},
+        )
+    ]
+    force_champion("bcdiag-us", "2", storage=storage, user="admin")  # an audited decision
+    assert predictor.predict(us_scan, "lesion.png").model.version == "2"
+
+
+def test_a_champion_bcdiag_never_moved_is_refused(
+    small_bundle: ModelBundle, us_scan: Scan, audit_trail: Storage
+) -> None:
+    with mlflow.start_run():
+        log_bundle(small_bundle)
+    MlflowClient().set_registered_model_alias("bcdiag-us", CHAMPION, "1")
+    with pytest.raises(UnapprovedChampion):
+        Predictor().predict(us_scan, "lesion.png")  # the configured audit trail by default
+    assert [target for _, target, _ in _refusals(audit_trail)] == ["model:bcdiag-us/1"]

@@ -9,16 +9,20 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 from mlflow import MlflowClient
 from mlflow_server import MlflowServer
 from PIL import Image
 
+from bcdiag.cli import main
 from bcdiag.datasets import ImageSet
 from bcdiag.errors import BcdiagError
 from bcdiag.models.bundle import ModelBundle
+from bcdiag.models.champion_trail import recorded_champion
 from bcdiag.models.pyfunc import SHA256_KEY
 from bcdiag.models.registry import (
     CHAMPION,
+    PREVIOUS_CHAMPION,
     RegisteredModel,
     champion,
     load_version,
@@ -28,6 +32,7 @@ from bcdiag.models.registry import (
     set_champion,
     version_of_run,
 )
+from bcdiag.storage import Storage
 
 pytestmark = pytest.mark.usefixtures("mlflow_tracking")
 
@@ -122,3 +127,30 @@ def test_set_champion_and_rollback(small_bundle: ModelBundle) -> None:
     assert aliases == {CHAMPION: first.version}  # a second rollback cannot flip back
     with pytest.raises(BcdiagError, match="registered no version of bcdiag-us"):
         version_of_run("bcdiag-us", "0" * 32)
+
+
+def test_the_audit_trail_records_each_champion_the_cli_makes(
+    small_bundle: ModelBundle,
+    audit_trail: Storage,
+) -> None:
+    for _ in range(3):
+        _log(small_bundle, None)
+    client = MlflowClient()
+
+    def champion_now() -> str:
+        return str(client.get_registered_model("bcdiag-us").aliases[CHAMPION])
+
+    assert recorded_champion(audit_trail, "bcdiag-us") is None
+    for version in ("1", "3"):
+        done = CliRunner().invoke(main, ["promote", "bcdiag-us", version, "--force"])
+        assert done.exit_code == 0, done.output
+        assert recorded_champion(audit_trail, "bcdiag-us") == champion_now() == version
+    # A move outside bcdiag (the MLflow UI, a notebook) leaves the trail as it was.
+    client.set_registered_model_alias("bcdiag-us", CHAMPION, "2")
+    assert recorded_champion(audit_trail, "bcdiag-us") == "3"
+    client.set_registered_model_alias("bcdiag-us", CHAMPION, "3")
+    assert client.get_registered_model("bcdiag-us").aliases[PREVIOUS_CHAMPION] == "1"
+    done = CliRunner().invoke(main, ["rollback", "bcdiag-us"])
+    assert done.exit_code == 0, done.output
+    assert recorded_champion(audit_trail, "bcdiag-us") == champion_now() == "1"
+    assert recorded_champion(audit_trail, "bcdiag-mg") is None  # per model

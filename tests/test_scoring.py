@@ -13,13 +13,15 @@ from test_inference import breastmnist_png, register
 from bcdiag.errors import ScanRejected
 from bcdiag.lifecycle import gate
 from bcdiag.models.bundle import NOT_SUSPICIOUS, SUSPICIOUS, ModelBundle, Scored
-from bcdiag.models.registry import log_bundle, set_champion
+from bcdiag.models.champion_trail import force_champion
+from bcdiag.models.registry import log_bundle
 from bcdiag.scans import read_scan
 from bcdiag.serving.batch import score_files
 from bcdiag.serving.inference import Predictor
 from bcdiag.settings import get_settings
+from bcdiag.storage import Storage
 
-pytestmark = pytest.mark.usefixtures("mlflow_tracking")
+pytestmark = pytest.mark.usefixtures("mlflow_tracking", "audit_trail")
 
 MAMMOGRAM = "dicom/derived/cbisddsm_Mass-Test_P_00173_LEFT_CC_benign_quarter.dcm"
 
@@ -48,12 +50,14 @@ def test_pyfunc_predictor_batch_and_gate_give_the_same_score(
 
 
 def test_a_scan_of_another_modality_is_rejected_alike_everywhere(
-    small_bundle: ModelBundle, data_dir: Path
+    small_bundle: ModelBundle,
+    data_dir: Path,
+    audit_trail: Storage,
 ) -> None:
     # An ultrasound model registered by mistake as the mammography champion.
     with mlflow.start_run():
         logged = log_bundle(small_bundle, registered_name="bcdiag-mg")
-    set_champion(logged.registered_name, logged.version)
+    force_champion(logged.registered_name, logged.version, storage=audit_trail, user="admin")
     path = data_dir / MAMMOGRAM
     text = "this is a MG image, but this model reads US images. Use the bcdiag MG model."
     scan = read_scan(path.read_bytes(), path.name)

@@ -92,7 +92,9 @@ def result_card(
 
     toggle.observe(show, names="value")
 
-    report_button = widgets.Button(description="Prepare PDF report", icon="file-pdf-o")
+    report_button = widgets.Button(
+        description="Prepare PDF report", icon="file-pdf-o", layout={"width": "auto"}
+    )
     report_link = widgets.HTML()
 
     def prepare_report(_: widgets.Button) -> None:
@@ -124,8 +126,11 @@ def outcome_widget(
     """Record the confirmed outcome: no default, a confirmation before a change."""
     recorded = storage.latest_feedback(analysis.id, user)
     shown = widgets.HTML(recorded_html(recorded))
-    choice = widgets.Dropdown(
-        options=[(NO_OUTCOME, None), *OUTCOME_CHOICES], value=None, description="Outcome:"
+    choice = widgets.Dropdown(  # "" is the placeholder: a value of None would show nothing
+        options=[(NO_OUTCOME, ""), *OUTCOME_CHOICES],
+        value="",
+        description="Outcome:",
+        layout={"width": "340px"},
     )
     save = widgets.Button(
         description="Record outcome" if recorded is None else "Change outcome",
@@ -138,7 +143,7 @@ def outcome_widget(
     confirmation = widgets.HBox([question, confirm, cancel], layout={"display": "none"})
 
     def chosen(change: dict[str, object]) -> None:
-        save.disabled = change["new"] is None
+        save.disabled = not change["new"]
         confirmation.layout.display = "none"
 
     def write() -> None:
@@ -146,9 +151,9 @@ def outcome_widget(
         recorded = storage.record_feedback(analysis.id, user, str(choice.value))
         shown.value = recorded_html(recorded)
         save.description, save.disabled = "Change outcome", True
-        choice.value = None
+        choice.value = ""
         confirmation.layout.display = "none"
-        notify(f"Outcome recorded for analysis {analysis.id}.")
+        notify(f"Outcome recorded for {analysis.filename}.")
 
     def ask(_: widgets.Button) -> None:
         if recorded is None:

@@ -20,7 +20,7 @@ from bcdiag.scans.sniff import Kind, sniff
 
 MAX_FILES = 20
 MODALITIES = {"US": "Ultrasound", "MG": "Mammogram"}
-UNCHOSEN = "Choose…"
+UNCHOSEN = ""  # the placeholder's value: a value of None would show an empty box
 
 
 @dataclass(frozen=True)
@@ -35,12 +35,12 @@ class ChosenFile:
     @property
     def stated_modality(self) -> str | None:
         """The clinician's choice for a PNG/JPEG (None until chosen, and for DICOM)."""
-        return None if self.modality is None else self.modality.value
+        return None if self.modality is None else self.modality.value or None
 
     @property
     def ready(self) -> bool:
         """Whether the file can be analysed: a PNG/JPEG needs its modality chosen."""
-        return self.modality is None or self.modality.value is not None
+        return self.stated_modality is not None or self.modality is None
 
 
 def over_cap_message(name: str) -> str:
@@ -108,8 +108,11 @@ class FileChooser:
             kind = None
         picker = None
         if kind in ("png", "jpeg"):
-            options = [(UNCHOSEN, None), *((label, code) for code, label in MODALITIES.items())]
-            picker = widgets.Dropdown(options=options, value=None, description="Kind of scan:")
+            options = [
+                ("Choose…", UNCHOSEN),
+                *((label, code) for code, label in MODALITIES.items()),
+            ]
+            picker = widgets.Dropdown(options=options, value=UNCHOSEN, description="Kind of scan:")
             picker.observe(lambda _: self.on_change(), names="value")
         return ChosenFile(name, data, kind, picker)
 

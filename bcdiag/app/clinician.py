@@ -60,7 +60,9 @@ class ClinicianApp:
     ) -> None:
         self.storage, self.predictor, self.user = storage, predictor, user
         self.warming = warming or start_warm_up(predictor)
-        self.upload = widgets.FileUpload(accept=ACCEPT, multiple=True, description="Choose scans")
+        self.upload = widgets.FileUpload(
+            accept=ACCEPT, multiple=True, description="Choose scans", layout={"width": "auto"}
+        )
         self.upload.observe(self._received, names="value")
         self.chooser = FileChooser(self._update_analyse)
         self.analyse = widgets.Button(

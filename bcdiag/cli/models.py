@@ -41,22 +41,16 @@ def promote(name: str, version: str, force: bool, data_dir: Path | None, as_json
     when promoted, 1 when rejected.
     """
     from bcdiag.lifecycle.gate import PROMOTED, promote_if_passes  # torch, mlflow: on use
-    from bcdiag.models.registry import set_champion
+    from bcdiag.models.champion_trail import force_champion
 
     _use_tracking_server()
     settings = get_settings()
     user = acting_user()
     with Storage.from_settings(settings) as storage:  # audited: open the trail before any move
         if force:
-            replaced = set_champion(name, version)
+            force_champion(name, version, storage=storage, user=user)
             reason = "forced: the gate was skipped"
             result = {"promoted": True, "decision": PROMOTED, "reason": reason}
-            storage.record_audit(
-                user=user,
-                action="model.promoted-forced",
-                target=f"model:{name}/{version}",
-                details={"replaced": replaced.version if replaced else None, "reason": reason},
-            )
         else:
             folder = settings.required_data_dir(data_dir)
             decision = promote_if_passes(

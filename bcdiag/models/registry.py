@@ -3,9 +3,10 @@
 A registered version carries the bundle's sha256 as the tag ``bundle_sha256`` (also
 set on the run); `load_version` loads nothing whose sha256 differs. `set_champion`
 moves the ``champion`` alias unconditionally (the replaced one keeps
-``previous-champion`` for a `rollback`); callers gate first:
+``previous-champion`` for a `rollback`); callers gate first and record the move in the
+audit trail (`bcdiag.models.champion_trail`), without which no scan is scored by it:
 `bcdiag.lifecycle.gate.promote_if_passes` for the retraining cycle and ``bcdiag
-promote``, an audited ``--force`` otherwise.
+promote``, an audited ``--force`` (`bcdiag.models.champion_trail.force_champion`) otherwise.
 """
 
 from __future__ import annotations
@@ -152,7 +153,8 @@ def champion(name: str) -> ModelVersionInfo | None:
 def set_champion(name: str, version: str | int) -> ModelVersionInfo | None:
     """Give `version` the ``champion`` alias, no questions asked; returns the one replaced.
 
-    The replaced champion keeps ``previous-champion``; callers apply a gate first.
+    The replaced champion keeps ``previous-champion``; callers apply a gate first and
+    record the move (`bcdiag.models.champion_trail`).
     """
     client = MlflowClient()
     candidate = version_info(name, version)

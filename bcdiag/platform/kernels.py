@@ -1,13 +1,21 @@
-"""A kernel manager for the clinician app that refuses kernels past a cap.
+"""A kernel manager for the clinician app: a cap on live kernels, and a closed page's
+kernel ended within a minute.
 
 Voilà starts one kernel per open page and jupyter_server has no limit of its
 own, so a burst of pages could exhaust memory. Selected with
 ``--VoilaConfiguration.multi_kernel_manager_class``; Voilà's preheating pool
-subclasses it, so pooled kernels count towards the cap.
+subclasses it, so pooled kernels count towards the cap and are never culled.
+
+Voilà's page asks for its kernel's shutdown when it closes, but that request needs
+an XSRF cookie Voilà's page never sets, so it is refused (and a crashed browser
+sends nothing). Culling covers both: a kernel without a page connected for
+`closed_page_timeout` seconds is shut down; one whose page is open is shut down
+after jupyter_server's ``cull_idle_timeout`` of inactivity, as before.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
@@ -16,12 +24,18 @@ from traitlets import Integer
 
 
 class CappedKernelManager(AsyncMappingKernelManager):  # type: ignore[misc]
-    """`AsyncMappingKernelManager` with `max_kernels`."""
+    """`AsyncMappingKernelManager` with `max_kernels` and `closed_page_timeout`."""
 
     max_kernels = Integer(
         0,
         config=True,
         help="Most live kernels; a page asking for one more gets HTTP 503. 0: no cap.",
+    )
+    closed_page_timeout = Integer(
+        30,
+        config=True,
+        help="Seconds a kernel with no page connected may stay idle before it is shut "
+        "down (checked every cull_interval; needs cull_idle_timeout > 0 to run at all).",
     )
 
     async def start_kernel(  # type: ignore[override]
@@ -34,3 +48,19 @@ class CappedKernelManager(AsyncMappingKernelManager):  # type: ignore[misc]
             )
         kernel: str = await super().start_kernel(kernel_id=kernel_id, **kwargs)
         return kernel
+
+    async def cull_kernel_if_idle(self, kernel_id: str) -> None:
+        """Shut a kernel down once its page is gone; else jupyter_server's idle rule."""
+        kernel = self._kernels[kernel_id]
+        last_activity = getattr(kernel, "last_activity", None)
+        unconnected = not self._kernel_connections.get(kernel_id, 0)
+        # Busy: still running the notebook (a page is being prepared, or preheating).
+        idle_state = getattr(kernel, "execution_state", None) != "busy"
+        if unconnected and idle_state and last_activity is not None:
+            idle = datetime.now(UTC) - last_activity
+            if idle > timedelta(seconds=self.closed_page_timeout):
+                self.log.info("Shutting down kernel %s: its page closed %d s ago", kernel_id,
+                              idle.total_seconds())  # fmt: skip
+                await self.shutdown_kernel(kernel_id)  # type: ignore[no-untyped-call]
+                return
+        await super().cull_kernel_if_idle(kernel_id)  # type: ignore[no-untyped-call]

@@ -1,6 +1,6 @@
 """The hub-OAuth proxy in front of the clinician app and the MLflow UI.
 
-jhsingle-native-proxy 0.8.3 with two websocket gaps closed; run as
+jhsingle-native-proxy 0.8.3 with the gaps below closed; run as
 ``python -m bcdiag.platform.proxy`` with jhsingle-native-proxy's own options.
 
 - Its websocket handshake calls tornado's ``check_origin`` itself. Since tornado 6.6 that
@@ -11,7 +11,18 @@ jhsingle-native-proxy 0.8.3 with two websocket gaps closed; run as
   kernel id could have opened that kernel's channels. Handshakes now need the same login
   (the hub cookie, which JupyterHub allows on websockets by default).
 
-A third, cosmetic one: its ``oauth_proxy`` is wrapped by tornado's ``authenticated``,
+Two more for the MLflow UI:
+
+- Its forwarded request is a tornado ``HTTPRequest``, which by default refuses a DELETE
+  with a body ("Body must be None for method DELETE"); the MLflow UI sends its removals
+  as DELETE with a JSON body, so every removal failed with INTERNAL_ERROR. The forwarded
+  request now allows any method with or without a body, as the client sent it.
+- The model registry is read-only behind it: writes `bcdiag.platform.registry_guard`
+  refuses get a 403 with MLflow's error shape, which the UI shows. The rule is on every
+  instance: the clinician app has no such paths, and a rule that no option can leave off
+  cannot be forgotten on the MLflow service.
+
+A cosmetic one: its ``oauth_proxy`` is wrapped by tornado's ``authenticated``,
 which redirects a visitor who is not signed in and returns None, which the proxy then
 awaits; the visitor got the redirect but every such request (and the hub's minutely
 service check) logged a TypeError traceback. Not awaiting None stops that.
@@ -33,7 +44,11 @@ from jhsingle_native_proxy import main as jhsingle
 from jhsingle_native_proxy.proxyhandlers import ProxyHandler, SuperviseAndProxyHandler
 from tornado import web
 
+from bcdiag.platform.registry_guard import REFUSAL, refuses
+
 _forward_websocket = ProxyHandler.ws_get
+_request_options = ProxyHandler.proxy_request_options
+_core_proxy = SuperviseAndProxyHandler.core_proxy
 
 
 def same_origin(handler: Any, origin: str) -> bool:
@@ -59,11 +74,27 @@ async def redirect_or_proxy(handler: Any, port: int, path: str) -> Any:
     return None if pending is None else await pending
 
 
+def any_method_options(handler: Any) -> dict[str, Any]:
+    """Options of the forwarded request: jhsingle-native-proxy's, and a body on any method."""
+    return {**_request_options(handler), "allow_nonstandard_methods": True}
+
+
+async def guarded_core_proxy(handler: Any, port: int, path: str) -> Any:
+    """Forward the request unless it is a registry write the MLflow UI may not make."""
+    if refuses(handler.request.method, path):
+        handler.set_status(403)
+        handler.finish({"error_code": "PERMISSION_DENIED", "message": REFUSAL})
+        return None
+    return await _core_proxy(handler, port, path)
+
+
 def harden() -> None:
     """Install the fixes on jhsingle-native-proxy's handler classes."""
     ProxyHandler.check_origin = same_origin
     ProxyHandler.ws_get = authenticated_ws_get
+    ProxyHandler.proxy_request_options = any_method_options
     SuperviseAndProxyHandler.proxy = redirect_or_proxy
+    SuperviseAndProxyHandler.core_proxy = guarded_core_proxy
 
 
 def wait_for_children(timeout_s: float = 4.0) -> None:

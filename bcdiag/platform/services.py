@@ -58,13 +58,20 @@ def app_service(settings: Settings, base_url: str = "/") -> Service:
         "--VoilaConfiguration.multi_kernel_manager_class="
         "bcdiag.platform.kernels.CappedKernelManager",
         f"--CappedKernelManager.max_kernels={settings.app_max_kernels}",
-        # A closed tab's kernel is shut down by Voilà; one left open and idle, after this.
+        # A page left open and idle loses its kernel after this; a closed page's kernel
+        # goes after CappedKernelManager.closed_page_timeout (30 s) + the interval.
         f"--MappingKernelManager.cull_idle_timeout={idle_s}",
-        "--MappingKernelManager.cull_interval=60",
+        "--MappingKernelManager.cull_interval=15",
     ]  # fmt: skip
     if settings.app_pool_size > 0:
         argv += ["--preheat_kernel=True", f"--pool_size={settings.app_pool_size}"]
-    env = {"MLFLOW_TRACKING_URI": settings.resolved_tracking_uri, "BCDIAG_HOME": str(settings.home)}
+    env = {
+        "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri,
+        "BCDIAG_HOME": str(settings.home),
+        # A kernel's stderr ends up on the clinician's page: no library progress bars.
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        "TQDM_DISABLE": "1",
+    }
     if base_url != "/":
         env["BCDIAG_APP_BEHIND_HUB"] = "true"
     # Health: a static file, since rendering the page would start (and strand) a kernel.

@@ -31,7 +31,7 @@ from bcdiag.scans.files import iter_files, judge_file
 from bcdiag.scans.rules import reject, shown
 from bcdiag.scans.types import Verdict
 from bcdiag.serving.heatmaps import overlay_png
-from bcdiag.serving.inference import NoModelError, Predictor
+from bcdiag.serving.inference import NoModelError, Predictor, UnapprovedChampion
 from bcdiag.settings import get_settings
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
@@ -73,9 +73,10 @@ def score_file(
         prediction = _predictor().predict(
             verdict.scan, verdict.file, heatmap=heatmap_dir is not None
         )
-    except NoModelError as error:
+    except (NoModelError, UnapprovedChampion) as error:
+        code = "no-model" if isinstance(error, NoModelError) else "unapproved-champion"
         message = f"{shown(verdict.file)}: {error}"
-        return {"file": verdict.file, "ok": False, "code": "no-model", "message": message}
+        return {"file": verdict.file, "ok": False, "code": code, "message": message}
     except ScanRejected as error:
         return _rejected(Verdict.rejection(verdict.file, error))
     result = {**prediction.as_json(), "ok": True}

@@ -7,13 +7,21 @@ in its own daemon thread and is waited for at most ``registry_timeout_s``: a reg
 that is down costs an analysis that many seconds and a message, not MLflow's minutes
 of retries. Each (tracking URI, name, version) is downloaded, verified and loaded
 once; `Predictor.warm_up` does that ahead of the first scan.
+
+A champion is used only if it has a passing gate record: it is the version bcdiag last
+made champion according to its own audit trail (`bcdiag.models.champion_trail`), which
+researchers cannot reach, unlike MLflow. Any other champion (an alias moved outside
+``bcdiag promote`` / ``rollback`` / the retraining cycle) is refused with
+`UnapprovedChampion` and a ``model.champion-refused`` audit event, at every lookup.
 """
 
 from __future__ import annotations
 
+import getpass
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -28,10 +36,14 @@ from torch import nn
 
 from bcdiag.errors import BcdiagError, ScanRejected
 from bcdiag.models.bundle import ModelBundle
+from bcdiag.models.champion_trail import recorded_champion, target
 from bcdiag.models.registry import CHAMPION, MODEL_NAMES, load_version
 from bcdiag.scans import Scan
 from bcdiag.serving.heatmaps import grad_cam
 from bcdiag.settings import get_settings
+from bcdiag.storage import Storage
+
+CHAMPION_REFUSED = "model.champion-refused"
 
 
 class NoModelError(BcdiagError):
@@ -40,6 +52,16 @@ class NoModelError(BcdiagError):
 
 class RegistryUnavailable(BcdiagError):
     """The model registry did not answer in time or failed; no model could be chosen."""
+
+
+class UnapprovedChampion(BcdiagError):
+    """The champion alias names a version bcdiag did not make champion: no result."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the current model has not passed the quality gate; results are withheld; "
+            "contact your administrator"
+        )
 
 
 @dataclass(frozen=True)
@@ -105,6 +127,8 @@ class Predictor:
     networks) runs under another.
 
     Args:
+        storage: the audit trail champions are checked against and refusals recorded
+            in; default the configured storage, opened for each lookup.
         champion_check_s: seconds an alias lookup is reused; default the setting.
         registry_timeout_s: seconds to wait for a lookup; default the setting.
         clock: monotonic seconds (tests pass their own).
@@ -113,6 +137,7 @@ class Predictor:
     def __init__(
         self,
         *,
+        storage: Storage | None = None,
         champion_check_s: float | None = None,
         registry_timeout_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -124,6 +149,7 @@ class Predictor:
             settings.registry_timeout_s if registry_timeout_s is None else registry_timeout_s
         )
         self._clock = clock
+        self._storage = storage
         self._load_lock = threading.Lock()
         self._cam_lock = threading.Lock()
         self._lookup_lock = threading.Lock()
@@ -135,13 +161,13 @@ class Predictor:
         image, so that the first scan pays neither model loading nor first-call costs.
 
         Returns:
-            The champions now loaded; modalities without one are left out.
+            The champions now loaded; modalities without a usable one are left out.
         """
         ready = []
         for modality in MODEL_NAMES:
             try:
                 model = self._champion(modality)
-            except NoModelError:
+            except (NoModelError, UnapprovedChampion):
                 continue
             blank = np.zeros((model.bundle.image_size,) * 2, dtype=np.float32)
             model.bundle.score_prepared(blank[None], model.nets)
@@ -156,7 +182,9 @@ class Predictor:
 
         Raises:
             NoModelError: the scan has no modality, or its modality no champion.
+            UnapprovedChampion: the champion has no passing gate record (audited).
             RegistryUnavailable: the registry failed or did not answer in time.
+            StorageError: the audit trail could not be read.
             ScanRejected: the champion reads another modality (``wrong-modality``).
         """
         model = self._champion(scan.metadata.modality)
@@ -212,7 +240,7 @@ class Predictor:
         with self._lookup_lock:
             lookup = self._lookups.get(key)
             if lookup is None or lookup.expired(self._clock(), self._check_s):
-                lookup = _AliasLookup(uri, name, self._clock)
+                lookup = _AliasLookup(lambda: self._approved_champion(uri, name), name, self._clock)
                 self._lookups[key] = lookup
         if not lookup.done.wait(self._timeout_s):
             raise RegistryUnavailable(
@@ -223,27 +251,48 @@ class Predictor:
             raise lookup.error
         return lookup.version
 
+    def _approved_champion(self, uri: str, name: str) -> str | None:
+        """The champion's version if it has a passing gate record; `UnapprovedChampion`
+        (and an audit event) if not; None if there is no champion."""
+        version = _registry_champion(uri, name)
+        if version is None:
+            return None
+        given = self._storage
+        with Storage.from_settings() if given is None else nullcontext(given) as storage:
+            recorded = recorded_champion(storage, name)
+            if recorded == version:
+                return version
+            storage.record_audit(
+                user=getpass.getuser(),
+                action=CHAMPION_REFUSED,
+                target=target(name, version),
+                details={"recorded_champion": recorded, "tracking_uri": uri},
+            )
+        raise UnapprovedChampion()
+
 
 class _AliasLookup:
-    """One registry request for a champion alias, run in a daemon thread.
+    """One champion lookup (registry, then audit trail), run in a daemon thread.
 
     A caller that stops waiting leaves it running (MLflow retries for minutes); later
     callers wait on the same request instead of piling up new ones.
     """
 
-    def __init__(self, uri: str, name: str, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, fetch: Callable[[], str | None], name: str, clock: Callable[[], float]
+    ) -> None:
         self.done = threading.Event()
         self.version: str | None = None
         self.error: Exception | None = None
         self.finished_at = 0.0
         self._clock = clock
         threading.Thread(
-            target=self._run, args=(uri, name), name=f"champion of {name}", daemon=True
+            target=self._run, args=(fetch,), name=f"champion of {name}", daemon=True
         ).start()
 
-    def _run(self, uri: str, name: str) -> None:
+    def _run(self, fetch: Callable[[], str | None]) -> None:
         try:
-            self.version = _registry_champion(uri, name)
+            self.version = fetch()
         except Exception as error:  # noqa: BLE001 - re-raised in the thread that waits
             self.error = error
         finally:
