@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from bcdiag.platform import hub
+from bcdiag.platform import hub, passwords
 from bcdiag.settings import get_settings
 
 settings = get_settings()
@@ -35,16 +35,25 @@ c.JupyterHub.pid_file = str(state / "jupyterhub.pid")
 # cookie's age bounds it, and idle kernels and servers are shut down below.
 c.JupyterHub.cookie_max_age_days = settings.session_hours / 24
 
-# --- accounts: NativeAuthenticator, admins create every account ------------------------
-c.JupyterHub.authenticator_class = "nativeauthenticator.NativeAuthenticator"
+# --- accounts: NativeAuthenticator (bcdiag's subclass), admins create every account -------
+c.JupyterHub.authenticator_class = "bcdiag.platform.authenticator.BcdiagAuthenticator"
 c.NativeAuthenticator.enable_signup = False  # /hub/signup answers 404
 c.NativeAuthenticator.open_signup = False
-c.NativeAuthenticator.minimum_password_length = hub.MIN_PASSWORD_LENGTH
+# Its own checks on its change-password pages; bcdiag's rules (bcdiag/platform/passwords.py)
+# come first there and in `bcdiag users`.
+c.NativeAuthenticator.minimum_password_length = passwords.MIN_LENGTH
 c.NativeAuthenticator.check_common_password = True
 c.NativeAuthenticator.allowed_failed_logins = hub.ALLOWED_FAILED_LOGINS
 c.NativeAuthenticator.seconds_before_next_try = settings.lockout_seconds
 # Only accounts an admin created and approved can sign in; that table is the allow list.
 c.Authenticator.allow_all = True
+# A disabled account's hub sessions end within this many seconds (its app page once the
+# app proxy's own cache of the hub's answer, 5 minutes, runs out).
+c.Authenticator.auth_refresh_age = 60
+
+# --- pages: plain-language errors, the admin panel without "Add Users" -----------------
+c.JupyterHub.template_paths = [str(hub.HUB_TEMPLATES)]
+c.JupyterHub.template_vars = {"bcdiag_app": hub.app_path}
 
 # --- who reaches what (see bcdiag/platform/hub.py) ----------------------------------------------
 c.JupyterHub.load_groups = {group: {"users": []} for group in hub.GROUPS}

@@ -131,7 +131,7 @@ def test_clinician_uploads_sees_result_rejection_and_downloads_report(
     png.write_bytes(breastmnist_png(data_dir, 5))
     _upload(page, [png, data_dir / "dicom" / "CT_small.dcm"])
     page.get_by_text("Probability of malignancy").wait_for(timeout=90_000)
-    page.get_by_text("Not analysed").wait_for(timeout=30_000)
+    page.get_by_text("Not analysed:").wait_for(timeout=30_000)
     body = page.inner_text("body")
     assert "dr-alice" in body
     assert "lesion <i>1<i> & co.png" in body  # shown as text, not markup

@@ -9,6 +9,7 @@ when JupyterHub, the authenticator or the proxy grows a route this file does not
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -29,8 +30,11 @@ from test_inference import register
 
 from bcdiag.models.bundle import ModelBundle
 from bcdiag.processes import free_port
+from bcdiag.settings import Settings
+from bcdiag.storage import Storage
 
 CLINICIAN, RESEARCHER, ADMIN = "dr-alice", "rob", "admin"
+APP_PATH = "services/bcdiag-app/"
 SECOND_CLINICIAN = "dr-bea"
 PASSWORDS = {
     CLINICIAN: "horse battery staple 1",
@@ -64,16 +68,22 @@ def _wait_for(log: Path, process: subprocess.Popen[bytes], text: str, timeout_s:
     pytest.fail(f"no {text!r} within {timeout_s} s: {log.read_text(errors='replace')[-4000:]}")
 
 
-def add_user(env: dict[str, str], name: str, group: str) -> str:
-    """`bcdiag users add` with the password on stdin; its output."""
-    done = subprocess.run(
-        [sys.executable, "-m", "bcdiag", "users", "add", name, "--group", group],
-        input=PASSWORDS.get(name, "horse battery staple 9") + "\n",
+def users_cli(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """`bcdiag users ARGS` beside the running hub, as an admin runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "bcdiag", "users", *args],
+        input=stdin,
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def add_user(env: dict[str, str], name: str, group: str) -> str:
+    """`bcdiag users add` with the password on stdin; its output."""
+    password = PASSWORDS.get(name, "horse battery staple 9")
+    done = users_cli(env, "add", name, "--group", group, stdin=password + "\n")
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -184,9 +194,10 @@ def close_app_kernel(platform: Platform, session: requests.Session, page: str) -
 
 # --- the access matrix ------------------------------------------------------------------
 OK, LOGIN, DENIED, ALLOWED, SKIP = "ok", "login", "denied", "allowed", "skip"
-"""ok: 200 at the asked URL; login: ends on the login page; denied: 401/403/404 (and not the
-login page); allowed: neither 401/403/404 nor the login page (e.g. 400 "already running");
-skip: not probed, for the reason in the comment."""
+APP = "app"
+"""ok: 200 at the asked URL; login: ends on the login page; app: ends in the clinician app;
+denied: 401/403/404 (and not the login page); allowed: neither 401/403/404 nor the login
+page (e.g. 400 "already running"); skip: not probed, for the reason in the comment."""
 
 
 @dataclass(frozen=True)
@@ -201,10 +212,13 @@ def _all(anonymous: str, clinician: str, researcher: str, admin: str) -> dict[st
 
 
 MATRIX = [
-    Route("GET", "/hub/home", _all(LOGIN, OK, OK, OK)),
+    # clinicians never meet Jupyter: every hub page of theirs leads to the app
+    Route("GET", "/hub/", _all(LOGIN, APP, ALLOWED, ALLOWED)),  # to the lab; to the admin panel
+    Route("GET", "/hub/home", _all(LOGIN, APP, OK, OK)),
     Route("GET", "/hub/admin", _all(LOGIN, DENIED, DENIED, OK)),
     # admin: spawning a second server costs a minute of CI; admins hold every scope anyway
-    Route("GET", "/hub/spawn", _all(LOGIN, DENIED, ALLOWED, SKIP)),  # researcher: to the lab
+    Route("GET", "/hub/spawn", _all(LOGIN, APP, ALLOWED, SKIP)),  # researcher: to the lab
+    Route("GET", "/hub/spawn/{other}", _all(LOGIN, DENIED, DENIED, SKIP)),
     Route("POST", "/hub/api/users/{self}/server", _all(DENIED, DENIED, ALLOWED, SKIP)),
     Route("GET", "/user/{self}/lab", _all(LOGIN, DENIED, OK, SKIP)),
     Route("GET", "/user/{self}/api/kernels", _all(LOGIN, DENIED, OK, SKIP)),
@@ -222,7 +236,7 @@ MATRIX = [
     Route("GET", "/hub/authorize", _all(DENIED, DENIED, DENIED, OK)),
     Route("GET", "/hub/change-password", _all(LOGIN, OK, OK, OK)),
     Route("GET", "/hub/change-password/{other}", _all(DENIED, DENIED, DENIED, OK)),
-    Route("GET", "/hub/token", _all(LOGIN, OK, OK, OK)),  # the page; creating one is scoped:
+    Route("GET", "/hub/token", _all(LOGIN, APP, OK, OK)),  # the page; creating one is scoped:
     Route("POST", "/hub/api/users/{self}/tokens", _all(DENIED, DENIED, ALLOWED, ALLOWED)),
     Route("GET", "/hub/api/users", _all(DENIED, DENIED, DENIED, OK)),
     Route("GET", "/hub/api/user", _all(DENIED, OK, OK, OK)),
@@ -244,6 +258,8 @@ def outcome(platform: Platform, session: requests.Session, method: str, path: st
         return DENIED
     if response.status_code == 200 and response.url == f"{platform.url}{path}":
         return OK
+    if response.status_code == 200 and response.url.startswith(f"{platform.url}/{APP_PATH}"):
+        return APP
     return f"{ALLOWED} ({response.status_code} at {response.url})"
 
 
@@ -271,11 +287,11 @@ def test_access_matrix(
 # not probed for the reason given.
 JUDGED_ELSEWHERE = {
     "": "redirects to /hub/home (matrix: /hub/home)",
-    "/": "redirects to the user's default URL (test_clinician_lands_in_app_…)",
+    "/": "matrix",
     "/home": "matrix",
     "/admin": "matrix",
     "/spawn": "matrix",
-    "/spawn/([^/]+)": "spawn for another user: admin:servers scope, as /hub/spawn",
+    "/spawn/([^/]+)": "matrix",
     "/spawn/([^/]+)/([^/]+)": "named servers are off",
     "/spawn-pending/([^/]+)": "progress page of one's own spawn (researcher flow)",
     "/spawn-pending/([^/]+)/([^/]+)": "named servers are off",
@@ -284,11 +300,11 @@ JUDGED_ELSEWHERE = {
     "/security/csp-report": "browser CSP reports; logs only",
     "/token": "matrix",
     "/accept-share": "sharing is off (no shares scope granted)",
-    "/error/(\\d+)": "error pages",
+    "/error/(\\d+)": "error pages (test_error_pages_speak_plain_language)",
     "/health$": "health check, no data",
     "/api/health$": "health check, no data",
     "/login": "test_lockout…, test_login…",
-    "/logout": "ends the session",
+    "/logout": "test_logout_lands_on_the_login_page",
     "/metrics$": "matrix",
     "/api/metrics$": "as /metrics",
     "/logo": "static image",
@@ -314,7 +330,10 @@ def hub_patterns() -> list[str]:
     from jupyterhub import apihandlers, handlers
     from nativeauthenticator import NativeAuthenticator
 
+    from bcdiag.platform.hub_pages import HANDLERS
+
     native = [pattern for pattern, *_ in NativeAuthenticator.get_handlers(None, None)]  # type: ignore[arg-type]
+    native += [pattern for pattern, _ in HANDLERS]
     pages = [pattern for pattern, *_ in handlers.default_handlers]
     api = [pattern for pattern, *_ in apihandlers.default_handlers]
     return [*native, *pages, *api, "/logo", "/api/(.*)"]
@@ -358,32 +377,78 @@ def test_anonymous_service_requests_redirect_without_an_error(platform: Platform
     assert "Uncaught exception" not in log, log[log.find("Uncaught exception") :][:2000]
 
 
+LOCKED = re.compile(r"this account is locked until \d\d:\d\d \w+ \(in \d+ seconds?\)")
+
+
 @pytest.mark.slow
 def test_lockout_after_five_bad_passwords_and_its_end(platform: Platform) -> None:
     add_user(platform.env, "locked-out", "clinicians")
     password = PASSWORDS.get("locked-out", "horse battery staple 9")
-    for _ in range(5):
+    for attempt in range(1, 6):
         failed = login(platform, "locked-out", "wrong password!!")
-        assert failed.status_code == 200 and "Invalid username or password" in failed.text
+        assert failed.status_code == 200, attempt
+        if attempt < 5:
+            assert "Invalid username or password" in failed.text, attempt
+    assert LOCKED.search(failed.text), "the fifth failure says the account is now locked"
     locked_at = time.monotonic()
     refused = login(platform, "locked-out", password)
     assert refused.status_code != 302, "the right password must not open a locked account"
+    assert LOCKED.search(refused.text), "and the page says until when"
     assert login(platform, CLINICIAN).status_code == 302, "others are not locked out"
     time.sleep(max(0.0, locked_at + LOCKOUT_S + 1.5 - time.monotonic()))
     assert login(platform, "locked-out", password).status_code == 302, "the lockout ends"
 
 
 @pytest.mark.slow
+def test_disable_enable_and_remove_on_the_live_hub(
+    platform: Platform, sessions: dict[str, requests.Session]
+) -> None:
+    add_user(platform.env, "dr-gone", "clinicians")
+    password = PASSWORDS.get("dr-gone", "horse battery staple 9")
+    disabled = users_cli(platform.env, "disable", "dr-gone", "--json")
+    assert json.loads(disabled.stdout)["via"] == "hub API", disabled.stderr
+    assert "This account is disabled" in login(platform, "dr-gone", password).text
+    assert users_cli(platform.env, "enable", "dr-gone").returncode == 0
+    assert login(platform, "dr-gone", password).status_code == 302
+    removed = users_cli(platform.env, "remove", "dr-gone", "--yes", "--json")
+    assert json.loads(removed.stdout)["via"] == "hub API", removed.stderr
+    gone = sessions["admin"].get(f"{platform.url}/hub/api/users/dr-gone", timeout=30)
+    assert gone.status_code == 404
+    assert "Invalid username or password" in login(platform, "dr-gone", password).text
+
+
+@pytest.mark.slow
+def test_change_password_page_applies_the_rules(platform: Platform) -> None:
+    add_user(platform.env, "dr-change", "clinicians")
+    old = PASSWORDS.get("dr-change", "horse battery staple 9")
+    session = login(platform, "dr-change", old).session  # type: ignore[attr-defined]
+
+    def change(new: str) -> str:
+        form = {"old_password": old, "new_password": new, "new_password_confirmation": new}
+        form["_xsrf"] = session.cookies.get("_xsrf", path="/hub/") or ""
+        return str(session.post(f"{platform.url}/hub/change-password", data=form, timeout=60).text)
+
+    assert "The password was not changed: it is too easy to guess" in change("password1234")
+    assert "it contains the user name" in change("Dr-Change tram oboe 7")
+    assert "changed successfully" in change("quiet lantern meadow 7")
+    assert login(platform, "dr-change", "quiet lantern meadow 7").status_code == 302
+
+
+@pytest.mark.slow
+def test_an_invalid_login_form_shows_the_form_again(platform: Platform) -> None:
+    session = requests.Session()
+    session.get(f"{platform.url}/hub/login", timeout=30)
+    form = {"username": CLINICIAN, "password": PASSWORDS[CLINICIAN], "_xsrf": "expired"}
+    refused = session.post(f"{platform.url}/hub/login", data=form, timeout=30)
+    assert refused.status_code == 403
+    assert "Login form invalid or expired. Try again." in refused.text
+    assert 'id="username_input"' in refused.text
+
+
+@pytest.mark.slow
 def test_users_add_refuses_short_and_common_passwords(platform: Platform) -> None:
-    for password in ("short", "123qweasdzxc"):  # the second: 12 characters, but common
-        done = subprocess.run(
-            [sys.executable, "-m", "bcdiag", "users", "add", "weak", "--group", "clinicians"],
-            input=password + "\n",
-            env=platform.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+    for password in ("short", "123qweasdzxc", "password1234"):  # 12 characters, but common
+        done = users_cli(platform.env, "add", "weak", "--group", "clinicians", stdin=password)
         assert done.returncode != 0 and "password" in done.stderr
     assert login(platform, CLINICIAN, "short").status_code != 302
 
@@ -410,14 +475,17 @@ def sign_in(page: Page, platform: Platform, name: str) -> None:
 def us_champion(
     platform: Platform, small_bundle: ModelBundle, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[None]:
-    """`small_bundle` registered as the US champion in the platform's own MLflow."""
+    """`small_bundle` registered as the US champion in the platform's own MLflow, the
+    promotion audited in the platform's own database."""
     uri = f"http://127.0.0.1:{platform.env['BCDIAG_MLFLOW_PORT']}"
     previous = mlflow.get_tracking_uri()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment("hub-tests")  # the active experiment id may be another server's
+    settings = Settings(home=Path(platform.env["BCDIAG_HOME"]))
     try:
-        register(small_bundle)
+        with Storage.from_settings(settings) as trail:
+            register(small_bundle, trail)
         yield
     finally:
         mlflow.set_tracking_uri(previous)
@@ -489,3 +557,99 @@ def test_each_page_names_its_own_clinician_with_preheated_kernels(platform: Plat
         shown = re.findall(r"Signed in as \\u003cb\\u003e([^\\]+)\\u003c/b", page)
         assert shown == [name], f"{name}'s page shows {shown}"
         close_app_kernel(platform, session, page)
+
+
+def browser_login(page: Page, platform: Platform, name: str, password: str) -> None:
+    """Submit the login form in the browser and wait for the answer."""
+    page.goto(f"{platform.url}/hub/login", timeout=60_000)
+    page.fill("#username_input", name)
+    page.fill("#password_input", password)
+    # "commit": a sign-in that opens the app need not wait for its kernel
+    with page.expect_navigation(wait_until="commit", timeout=120_000):
+        page.click("#login_submit", no_wait_after=True)
+
+
+@pytest.mark.slow
+def test_locked_account_says_until_when_and_unlock_lets_it_in(
+    platform: Platform, browser_page: Page
+) -> None:
+    page = browser_page
+    add_user(platform.env, "dr-locked", "clinicians")
+    password = PASSWORDS.get("dr-locked", "horse battery staple 9")
+    for _ in range(5):
+        browser_login(page, platform, "dr-locked", "wrong password!!")
+    browser_login(page, platform, "dr-locked", password)
+    said = page.locator(".login_error").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "hub_login_locked.png"))
+    assert LOCKED.search(said), said
+    unlocked = users_cli(platform.env, "unlock", "dr-locked", "--json")
+    assert unlocked.returncode == 0, unlocked.stderr
+    assert json.loads(unlocked.stdout)["changed"] is True, "it was still locked: unlock ended it"
+    browser_login(page, platform, "dr-locked", password)
+    page.wait_for_url(f"**/{APP_PATH}**", timeout=120_000)
+
+
+@pytest.mark.slow
+def test_admin_panel_offers_no_add_users(
+    platform: Platform, sessions: dict[str, requests.Session], browser_page: Page
+) -> None:
+    """Its "Add Users" made accounts without password or group: hidden, and refused."""
+    page = browser_page
+    browser_login(page, platform, ADMIN, PASSWORDS[ADMIN])
+    page.wait_for_url("**/hub/admin**", timeout=60_000)
+    page.get_by_text(CLINICIAN, exact=True).first.wait_for(timeout=60_000)  # the user table
+    page.screenshot(path=str(ARTIFACTS / "hub_admin_panel.png"))
+    assert page.get_by_role("button", name="Add Users").is_hidden()
+    assert "bcdiag users add NAME --group" in page.inner_text("#bcdiag-add-users")
+    admin = sessions["admin"]
+    refused = admin.post(
+        f"{platform.url}/hub/api/users",
+        json={"usernames": ["ghost"]},
+        headers={"X-XSRFToken": admin.cookies.get("_xsrf", path="/hub/") or ""},
+        timeout=60,
+    )
+    assert refused.status_code == 400 and "bcdiag users add ghost" in refused.text
+    assert admin.get(f"{platform.url}/hub/api/users/ghost", timeout=60).status_code == 404
+
+
+JARGON = ("requires any of", "scope", "[servers]", "moons", "Traceback")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("role", "path", "status", "way_back"),
+    [
+        ("clinician", "/hub/spawn/rob", 403, APP_PATH),
+        ("clinician", "/user/dr-alice/lab", 404, APP_PATH),  # the hub: no such server
+        ("clinician", "/hub/no-such-page", 404, APP_PATH),
+        ("researcher", f"/{APP_PATH}", 403, "hub/home"),
+        ("anonymous", "/hub/no-such-page", 404, "hub/login"),
+    ],
+)
+def test_error_pages_speak_plain_language(
+    platform: Platform,
+    sessions: dict[str, requests.Session],
+    role: str,
+    path: str,
+    status: int,
+    way_back: str,
+) -> None:
+    page = sessions[role].get(f"{platform.url}{path}", timeout=60)
+    assert page.status_code == status, page.url
+    heading = {403: "You do not have access to this page", 404: "This page does not exist"}
+    assert heading[status] in page.text
+    assert not [word for word in JARGON if word in page.text]
+    assert re.search(rf'id="workplace"[^>]*href="/{re.escape(way_back)}', page.text)
+
+
+@pytest.mark.slow
+def test_logout_lands_on_the_login_page(platform: Platform, browser_page: Page) -> None:
+    page = browser_page
+    browser_login(page, platform, SECOND_CLINICIAN, PASSWORDS[SECOND_CLINICIAN])
+    page.wait_for_url(f"**/{APP_PATH}**", timeout=120_000)
+    page.goto(f"{platform.url}/hub/logout", timeout=60_000)
+    assert page.url.startswith(f"{platform.url}/hub/login")
+    page.goto(f"{platform.url}/hub/home", timeout=60_000)
+    assert page.url.startswith(f"{platform.url}/hub/login"), "signed out of the hub"
+    page.goto(f"{platform.url}/{APP_PATH}", timeout=120_000)
+    assert page.url.startswith(f"{platform.url}/hub/login"), "and out of the app"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -17,13 +18,8 @@ from bcdiag.errors import BcdiagError
 from bcdiag.platform import hub
 from bcdiag.platform.audit import audit_events
 from bcdiag.platform.kernels import CappedKernelManager
-from bcdiag.platform.users import (
-    AccountError,
-    add_user,
-    check_name,
-    check_password,
-    ensure_first_admin,
-)
+from bcdiag.platform.passwords import MIN_LENGTH, WeakPassword, check_password
+from bcdiag.platform.users import AccountError, add_user, check_name, ensure_first_admin
 from bcdiag.processes import free_port
 from bcdiag.settings import Settings, get_settings
 from bcdiag.storage import Storage, upgrade
@@ -48,12 +44,27 @@ def hub_db(settings: Settings) -> dict[str, tuple[bool, list[str]]]:
 
 @pytest.mark.parametrize(
     ("password", "problem"),
-    [("eleven char", "at least 12"), ("123qweasdzxc", "common passwords")],
+    [
+        ("eleven char", "at least 12"),
+        ("123qweasdzxc", "very common password"),
+        (
+            "password1234",
+            "very common password",
+        ),  # 12 characters, not on NativeAuthenticator's list
+        ("Password1234!", "similar to a commonly used password"),
+        ("qwertyuiop[]\\", "too easy to guess"),  # a keyboard walk
+        ("DR-ALICE winter lamp", "contains the user name 'dr-alice'"),
+        ("Welcome to Dr-Alice's desk", "contains the user name 'dr-alice'"),
+    ],
 )
-def test_passwords_need_12_characters_and_not_common(password: str, problem: str) -> None:
-    with pytest.raises(AccountError, match=problem):
-        check_password(password)
-    check_password("correct horse battery")
+def test_weak_passwords_are_refused_with_their_rule(password: str, problem: str) -> None:
+    with pytest.raises(WeakPassword, match=re.escape(problem)):
+        check_password(password, "dr-alice")
+
+
+@pytest.mark.parametrize("password", ["correct horse battery", "violet tram oboe harbour"])
+def test_passphrases_are_accepted(password: str) -> None:
+    check_password(password, "dr-alice")
 
 
 @pytest.mark.parametrize("name", ["Alice", "dr alice", "a/b", "", "-x"])
@@ -71,6 +82,9 @@ def test_add_user_without_hub_writes_account_and_group(settings: Settings) -> No
         add_user(settings, "dr-alice", "researchers", "correct horse battery")
     with pytest.raises(AccountError, match="choose one of clinicians, researchers, admins"):
         add_user(settings, "eve", "superusers", "correct horse battery")
+    with pytest.raises(WeakPassword, match="very common"):
+        add_user(settings, "eve", "clinicians", "password1234")
+    assert "eve" not in hub_db(settings)
 
 
 def test_password_is_stored_as_nativeauthenticator_checks_it(settings: Settings) -> None:
@@ -91,9 +105,11 @@ def test_password_is_stored_as_nativeauthenticator_checks_it(settings: Settings)
 def test_first_admin_is_created_once_with_a_generated_password(settings: Settings) -> None:
     first = ensure_first_admin(settings)
     assert first is not None and first.name == "admin"
-    assert first.password is not None and len(first.password) >= hub.MIN_PASSWORD_LENGTH
+    assert first.password is not None and len(first.password) >= MIN_LENGTH
     assert ensure_first_admin(settings) is None
-    given = Settings(home=settings.home.parent / "other", port=free_port(), admin_password="x" * 14)
+    given = Settings(
+        home=settings.home.parent / "other", port=free_port(), admin_password="violet tram oboe"
+    )
     created = ensure_first_admin(given)
     assert created is not None and created.password is None  # given, so not shown
 
@@ -125,6 +141,10 @@ def test_hub_config_translates_settings(
     assert native.enable_signup is False and native.open_signup is False
     assert native.minimum_password_length == 12 and native.check_common_password is True
     assert native.allowed_failed_logins == 5 and native.seconds_before_next_try == 600
+    authenticator = config.JupyterHub.authenticator_class
+    assert authenticator == "bcdiag.platform.authenticator.BcdiagAuthenticator"
+    templates = Path(config.JupyterHub.template_paths[0])
+    assert {"error.html", "404.html", "admin.html"} <= {p.name for p in templates.iterdir()}
     assert config.JupyterHub.bind_url == "http://127.0.0.1:8123"
     assert config.JupyterHub.cookie_max_age_days == pytest.approx(8 / 24)
     assert str(settings.home) in config.JupyterHub.db_url

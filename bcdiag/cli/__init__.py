@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from bcdiag import __version__
@@ -16,6 +18,7 @@ from bcdiag.cli.train import train
 from bcdiag.cli.users import audit, users
 from bcdiag.cli.validate import validate
 from bcdiag.errors import BcdiagError
+from bcdiag.platform.telemetry import telemetry_off_env
 
 
 class BcdiagGroup(click.Group):
@@ -32,6 +35,7 @@ class BcdiagGroup(click.Group):
 @click.version_option(__version__, prog_name="bcdiag")
 def main() -> None:
     """bcdiag: breast-cancer decision support centred on Jupyter."""
+    os.environ.update(telemetry_off_env())  # for every command and what it starts
 
 
 for command in (validate, db, export, data, train, evaluate, promote, predict, benchmark, run):

@@ -7,9 +7,9 @@ import sys
 import click
 
 from bcdiag.platform.hub import hub_url
-from bcdiag.platform.startup import platform_services
+from bcdiag.platform.startup import platform_ports, platform_services, process_record
 from bcdiag.platform.users import FirstAdmin, ensure_first_admin
-from bcdiag.processes import supervise
+from bcdiag.processes import reclaim, supervise
 from bcdiag.settings import get_settings
 from bcdiag.storage.database import upgrade
 
@@ -29,6 +29,10 @@ def run() -> None:
     """Migrate; create the first admin once; start MLflow, the app and JupyterHub (Ctrl-C stops)."""
     settings = get_settings()
     settings.home.mkdir(parents=True, exist_ok=True)
+    # Before the first admin is created: its password is shown only once the platform runs.
+    reclaim(process_record(settings), platform_ports(settings))
     upgrade(settings.resolved_database_url)
     admin = ensure_first_admin(settings)
-    sys.exit(supervise(platform_services(settings), welcome=_welcome(hub_url(settings), admin)))
+    services = platform_services(settings)
+    welcome = _welcome(hub_url(settings), admin)
+    sys.exit(supervise(services, welcome=welcome, record=process_record(settings)))

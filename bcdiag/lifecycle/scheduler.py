@@ -14,10 +14,12 @@ On Kubernetes, ``hub_config/k8s/retrain-cronjob.yaml`` runs ``--now`` instead.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,6 +33,7 @@ from bcdiag.errors import BcdiagError, ConfigurationError
 from bcdiag.lifecycle.retrain import CycleOutcome, CycleRunning, run_cycle
 from bcdiag.lifecycle.retrain_data import missing_base_data
 from bcdiag.models.registry import champion, model_name_for
+from bcdiag.processes import end_descendants
 from bcdiag.settings import Settings
 
 RAN, REFUSED, FAILED = "ran", "refused", "failed"
@@ -163,7 +166,13 @@ def status_server(scheduler: Scheduler, port: int) -> ThreadingHTTPServer:
 
 
 def serve(settings: Settings) -> int:
-    """Run the scheduler and its status page until SIGTERM or Ctrl-C; the exit code."""
+    """Run the scheduler and its status page until SIGTERM or Ctrl-C; the exit code.
+
+    Cycles run in a worker thread, so a stop is prompt even mid-cycle: the cycle's
+    processes (its notebook's kernel) are ended and the process exits at once. Such a
+    cycle is abandoned where it was: its MLflow run is left unfinished and the champion
+    has moved only if the gate had already promoted the challenger.
+    """
     scheduler = Scheduler(settings.retrain_cron)
     server = status_server(scheduler, settings.scheduler_port)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -171,10 +180,22 @@ def serve(settings: Settings) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     print(f"retraining scheduler: cron {settings.retrain_cron!r} (UTC)", file=sys.stderr)
-    try:
+
+    def cycles_until_stopped() -> None:
         first_start(settings, scheduler)
         scheduler.run(stop)
+
+    work = ThreadPoolExecutor(1, thread_name_prefix="retraining").submit(cycles_until_stopped)
+    work.add_done_callback(lambda _: stop.set())  # a failure stops the process too
+    try:
+        while not stop.wait(1.0):
+            pass
+        if not wait([work], timeout=1.0).done:  # between cycles it ends at once
+            print("retraining scheduler: stopped during a cycle", file=sys.stderr, flush=True)
+            end_descendants(timeout_s=5.0)
+            os._exit(0)  # not sys.exit, which would wait for the cycle's thread
     finally:
         server.shutdown()
         server.server_close()
+    work.result()  # raises what ended the cycles early, if anything
     return 0

@@ -7,7 +7,9 @@ Who reaches what:
 
 - ``clinicians`` reach only the ``bcdiag-app`` service (Voilà behind a hub-OAuth
   proxy); they get no Jupyter server (the default ``user`` role is cut down to
-  reading one's own name, so ``/hub/spawn`` and the server API refuse them).
+  reading one's own name, so the server API refuses them), and the hub's server pages
+  (``/hub/home``, ``/hub/spawn``, ``/hub/token``) send them to the app
+  (`bcdiag.platform.hub_pages`).
 - ``researchers`` get a JupyterLab server each and the ``mlflow`` service.
 - ``admins`` hold JupyterHub's ``admin`` role (admin panel, every scope).
 """
@@ -21,18 +23,19 @@ from pathlib import Path
 from typing import Any
 
 from bcdiag.platform.services import APP_HEALTH_PATH, MAX_UPLOAD_BYTES, app_service, mlflow_service
+from bcdiag.platform.telemetry import telemetry_off_env
 from bcdiag.processes import Service
 from bcdiag.settings import Settings
 
 GROUPS = ("clinicians", "researchers", "admins")
 APP_SERVICE = "bcdiag-app"
 MLFLOW_SERVICE = "mlflow"
-ADMIN_SERVICE = "bcdiag-admin"  # holds the API token `bcdiag users add` uses on a live hub
+ADMIN_SERVICE = "bcdiag-admin"  # holds the API token `bcdiag users` uses on a live hub
 USER_HEADER = "X-CDSDASHBOARDS-JH-USER"  # what jhsingle-native-proxy --forward-user-info sets
-MIN_PASSWORD_LENGTH = 12
 ALLOWED_FAILED_LOGINS = 5
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HUB_CONFIG = REPO_ROOT / "hub_config" / "jupyterhub_config.py"
+HUB_TEMPLATES = REPO_ROOT / "hub_config" / "templates"  # error pages, admin panel
 PROXY_COMMAND = REPO_ROOT / "node_modules" / ".bin" / "configurable-http-proxy"
 
 
@@ -88,8 +91,9 @@ def roles() -> list[dict[str, Any]]:
         {"name": "admin", "groups": ["admins"]},
         {
             "name": ADMIN_SERVICE,
-            "description": "Creates accounts and group memberships (bcdiag users add)",
-            "scopes": ["admin:users", "admin:groups", "list:users"],
+            "description": "Manages accounts and group memberships (bcdiag users); stops "
+            "the server of an account it disables",
+            "scopes": ["admin:users", "admin:groups", "list:users", "delete:servers"],
             "services": [ADMIN_SERVICE],
         },
     ]
@@ -125,14 +129,15 @@ SECRET_SETTINGS = {"BCDIAG_ADMIN_PASSWORD"}
 
 
 def bcdiag_env(extra: dict[str, str]) -> dict[str, str]:
-    """The ``BCDIAG_*`` settings of this process, secrets left out, plus `extra` (the hub
-    starts services and servers with a clean environment)."""
+    """The ``BCDIAG_*`` settings of this process, secrets left out, the telemetry
+    switches (`bcdiag.platform.telemetry`), plus `extra` (the hub starts services and
+    servers with a clean environment)."""
     passed = {
         key: value
         for key, value in os.environ.items()
         if key.startswith("BCDIAG_") and key not in SECRET_SETTINGS
     }
-    return {**passed, **extra}
+    return {**passed, **telemetry_off_env(), **extra}
 
 
 def services(settings: Settings) -> list[dict[str, Any]]:
@@ -163,16 +168,24 @@ def services(settings: Settings) -> list[dict[str, Any]]:
     ]
 
 
+def _groups(user: Any) -> set[str]:
+    return {group.name for group in getattr(user, "groups", [])}
+
+
+def app_path(user: Any) -> str:
+    """The clinician app's path below the site's base URL if `user` is a clinician, else
+    "" (the error pages' way back, as the template variable ``bcdiag_app``)."""
+    return f"services/{APP_SERVICE}/" if "clinicians" in _groups(user) else ""
+
+
 def default_url(handler: Any) -> str:
     """Where a signed-in user lands: clinicians in the app, admins in the admin panel,
     researchers (empty answer) in their own server, JupyterHub's default."""
     user = handler.current_user
-    groups = {group.name for group in getattr(user, "groups", [])}
-    base = handler.base_url
-    if "clinicians" in groups:
-        return f"{base}services/{APP_SERVICE}/"
-    if "admins" in groups:
-        return f"{base}hub/admin"
+    if app_path(user):
+        return f"{handler.base_url}{app_path(user)}"
+    if "admins" in _groups(user):
+        return f"{handler.base_url}hub/admin"
     return ""
 
 

@@ -44,6 +44,7 @@ from jhsingle_native_proxy import main as jhsingle
 from jhsingle_native_proxy.proxyhandlers import ProxyHandler, SuperviseAndProxyHandler
 from tornado import web
 
+from bcdiag.platform import mlflow_ui
 from bcdiag.platform.registry_guard import REFUSAL, refuses
 
 _forward_websocket = ProxyHandler.ws_get
@@ -112,5 +113,7 @@ def wait_for_children(timeout_s: float = 4.0) -> None:
 
 if __name__ == "__main__":
     harden()
+    if os.environ.get("JUPYTERHUB_SERVICE_NAME") == "mlflow":  # bcdiag.platform.hub.MLFLOW_SERVICE
+        mlflow_ui.install()
     atexit.register(wait_for_children)
     jhsingle.run()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 
+from bcdiag.platform.telemetry import with_jupyter_dir
 from bcdiag.processes import Service
 from bcdiag.settings import Settings
 
@@ -52,6 +53,7 @@ def app_service(settings: Settings, base_url: str = "/") -> Service:
         sys.executable, "-m", "voila", str(settings.notebooks_dir / "app.ipynb"),
         "--no-browser", f"--port={settings.app_port}", "--Voila.ip=127.0.0.1",
         f"--Voila.base_url={base_url}", "--Voila.server_url=/",
+        "--VoilaConfiguration.template=bcdiag",  # no style sheets from a CDN (telemetry.py)
         # Full-size mammograms are 10-60 MB; tornado's websocket default (10 MiB) drops them.
         f'--Voila.tornado_settings={{"websocket_max_message_size": {MAX_UPLOAD_BYTES}}}',
         "--VoilaConfiguration.http_header_envs=X-CDSDASHBOARDS-JH-USER",
@@ -68,6 +70,7 @@ def app_service(settings: Settings, base_url: str = "/") -> Service:
     env = {
         "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri,
         "BCDIAG_HOME": str(settings.home),
+        "JUPYTER_PATH": with_jupyter_dir("JUPYTER_PATH"),  # where the bcdiag template is
         # A kernel's stderr ends up on the clinician's page: no library progress bars.
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "TQDM_DISABLE": "1",

@@ -1,5 +1,8 @@
 """Hub accounts: create an approved account in one group, and the first admin.
 
+Managing existing accounts (list, unlock, reset a password, disable, remove) is in
+`bcdiag.platform.accounts`.
+
 The password (bcrypt, as NativeAuthenticator stores it) is always written to the
 hub's database directly: NativeAuthenticator has no API for it, and it reads the
 row afresh at every login. The hub's own user and group membership go through
@@ -20,18 +23,18 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 from typing import Any, Literal
 
 import bcrypt
-import nativeauthenticator
 from jupyterhub import orm
 from nativeauthenticator.orm import UserInfo  # also puts its users_info table on orm.Base
 
 from bcdiag.errors import BcdiagError
 from bcdiag.platform import hub
+from bcdiag.platform.passwords import check_password
 from bcdiag.settings import Settings
+
+Via = Literal["hub API", "hub database"]
 
 USERNAME = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}")
 
@@ -52,7 +55,11 @@ class Created:
 
     name: str
     group: str
-    via: Literal["hub API", "hub database"]
+    via: Via
+
+    def as_json(self) -> dict[str, str]:
+        """The ``--json`` answer of ``bcdiag users add``."""
+        return {"user": self.name, "action": "created", "group": self.group, "via": self.via}
 
 
 def check_name(name: str) -> None:
@@ -70,32 +77,16 @@ def check_group(group: str) -> None:
         raise AccountError(f"group {group!r} does not exist; choose one of {', '.join(hub.GROUPS)}")
 
 
-@lru_cache(maxsize=1)
-def _common_passwords() -> frozenset[str]:
-    listed = Path(nativeauthenticator.__file__).with_name("common-credentials.txt")
-    return frozenset(listed.read_text().splitlines())
-
-
-def check_password(password: str) -> None:
-    """The login's rules: at least 12 characters and not on the common-password list."""
-    if len(password) < hub.MIN_PASSWORD_LENGTH:
-        raise AccountError(
-            f"the password has {len(password)} characters; at least "
-            f"{hub.MIN_PASSWORD_LENGTH} are required"
-        )
-    if password in _common_passwords():
-        raise AccountError("the password is on the list of common passwords; choose another")
-
-
-def _hub_session(settings: Settings) -> Any:
-    """A session on the hub's database, with its tables (NativeAuthenticator's too)."""
+def hub_session(settings: Settings) -> Any:
+    """A session on the hub's database, with the tables of every model on JupyterHub's
+    ``orm.Base`` (NativeAuthenticator's; `lockout`'s once imported)."""
     hub.hub_dir(settings).mkdir(parents=True, exist_ok=True)
     return orm.new_session_factory(hub.hub_db_url(settings))()
 
 
 def account_exists(settings: Settings, name: str) -> bool:
     """Whether the hub's database holds a password for `name`."""
-    db = _hub_session(settings)
+    db = hub_session(settings)
     try:
         return UserInfo.find(db, name) is not None
     finally:
@@ -103,7 +94,7 @@ def account_exists(settings: Settings, name: str) -> bool:
 
 
 def _store_password(settings: Settings, name: str, password: str) -> None:
-    db = _hub_session(settings)
+    db = hub_session(settings)
     try:
         if UserInfo.find(db, name) is not None:
             raise AccountError(f"user {name!r} exists already")
@@ -115,7 +106,7 @@ def _store_password(settings: Settings, name: str, password: str) -> None:
 
 
 def _add_via_orm(settings: Settings, name: str, group: str) -> None:
-    db = _hub_session(settings)
+    db = hub_session(settings)
     try:
         user = orm.User.find(db, name)
         if user is None:
@@ -133,10 +124,11 @@ def _add_via_orm(settings: Settings, name: str, group: str) -> None:
         db.close()
 
 
-def _api(settings: Settings, method: str, path: str, body: dict[str, Any]) -> int:
+def hub_api(settings: Settings, method: str, path: str, body: dict[str, Any] | None = None) -> int:
+    """The status of a request to the live hub's REST API as the ``bcdiag-admin`` service."""
     request = urllib.request.Request(
         f"{hub.hub_url(settings)}/hub/api/{path}",
-        data=json.dumps(body).encode(),
+        data=None if body is None else json.dumps(body).encode(),
         method=method,
         headers={"Authorization": f"token {hub.admin_api_token(settings)}"},
     )
@@ -158,10 +150,10 @@ def hub_running(settings: Settings) -> bool:
 
 def _add_via_api(settings: Settings, name: str, group: str) -> None:
     quoted = urllib.parse.quote(name)
-    status = _api(settings, "POST", f"users/{quoted}", {"admin": group == "admins"})
+    status = hub_api(settings, "POST", f"users/{quoted}", {"admin": group == "admins"})
     if status not in (201, 409):  # 409: the hub knew the name (e.g. from an earlier login)
         raise AccountError(f"the hub refused to create user {name!r} (HTTP {status})")
-    status = _api(settings, "POST", f"groups/{group}/users", {"users": [name]})
+    status = hub_api(settings, "POST", f"groups/{group}/users", {"users": [name]})
     if status != 200:
         raise AccountError(f"the hub refused to add {name!r} to {group} (HTTP {status})")
 
@@ -170,7 +162,7 @@ def add_user(settings: Settings, name: str, group: str, password: str) -> Create
     """Create an approved account `name` in `group`, live if the hub runs."""
     check_name(name)
     check_group(group)
-    check_password(password)
+    check_password(password, name)
     _store_password(settings, name, password)
     if hub_running(settings):
         _add_via_api(settings, name, group)
