@@ -118,6 +118,12 @@ def test_researchers_lab_fetches_no_news_and_lists_no_pypi_extensions(
     assert config["extensionManager"]["name"] == "read-only"
     update = researcher.get(f"{platform.url}/user/{RESEARCHER}/lab/api/update", timeout=60)
     assert update.json()["notification"] is None
+    plugin = "@jupyterlab/apputils-extension:notification"  # asks "get notified about news?"
+    schema = researcher.get(
+        f"{platform.url}/user/{RESEARCHER}/lab/api/settings/{plugin}", timeout=60
+    ).json()["schema"]["properties"]  # bcdiag's overrides become the defaults
+    defaults = (schema["fetchNews"]["default"], schema["checkForUpdates"]["default"])
+    assert defaults == ("false", False)
 
 
 def _env_of(container: dict[str, Any]) -> dict[str, Any]:
@@ -173,6 +179,8 @@ def test_mlflow_ui_opens_classic_without_telemetry_notice_and_pages_stay_home(
     stored = page.evaluate("localStorage.getItem('mlflow.workflowType_v1')")
     assert stored == '"machine_learning"', "the MLflow service's proxy runs mlflow_ui.install()"
     assert page.get_by_text("Information about UI telemetry").count() == 0
+    page.wait_for_timeout(3_000)  # the assistant panel opened itself about now
+    assert page.get_by_text("Ask questions about your experiments").count() == 0
     page.get_by_role("link", name="Model registry").wait_for(timeout=30_000)  # classic side bar
     assert page.get_by_role("link", name="Prompts", exact=True).count() == 0  # a GenAI one
     page.screenshot(path=str(ARTIFACTS / "mlflow-ui-start.png"))

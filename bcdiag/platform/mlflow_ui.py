@@ -1,5 +1,5 @@
 """The researchers' MLflow UI (/services/mlflow/) opens on the classic view, with no
-telemetry notice.
+telemetry notice and no assistant panel.
 
 MLflow 3.17's UI keeps both in the browser's localStorage; the server has no flag or
 variable for either:
@@ -10,9 +10,12 @@ variable for either:
 - ``mlflow.telemetry.info.alert.dismissed_v1`` hides the home page's "Information about
   UI telemetry" notice, which shows whatever the server's telemetry setting (bcdiag
   turns telemetry off: `bcdiag.platform.telemetry`).
+- ``mlflow.assistant.fab.autoOpenedOnFirstLoad_v1`` records that the "MLflow Assistant"
+  (beta, LLM chat) panel was opened once by itself on a first visit; set, it stays closed
+  until a researcher opens it.
 
 `install` makes the MLflow service's hub-OAuth proxy (`bcdiag.platform.proxy`) put a
-script into the UI's page that sets both where the browser holds no value yet, so a
+script into the UI's page that sets these where the browser holds no value yet, so a
 researcher's own choice stays.
 """
 
@@ -27,6 +30,7 @@ from tornado import httputil, web
 UI_DEFAULTS = {
     "mlflow.workflowType_v1": "machine_learning",
     "mlflow.telemetry.info.alert.dismissed_v1": True,
+    "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": True,
 }
 SCRIPT = (
     f"<script>for (const [k, v] of Object.entries({json.dumps(UI_DEFAULTS)})) "
