@@ -77,5 +77,6 @@ c.Spawner.args = [
     "--MappingKernelManager.cull_interval=60",
     *(["--allow-root"] if os.geteuid() == 0 else []),  # containers and CI run as root
 ]
+c.Spawner.pre_spawn_hook = hub.no_server_for_clinicians  # also when an admin asks
 c.Spawner.start_timeout = 120  # a loaded 2-core machine needs 30-60 s
 c.Spawner.http_timeout = 120

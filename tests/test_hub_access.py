@@ -612,6 +612,19 @@ def test_admin_panel_offers_no_add_users(
     assert admin.get(f"{platform.url}/hub/api/users/ghost", timeout=60).status_code == 404
 
 
+def test_no_jupyter_server_for_a_clinician_even_when_an_admin_starts_one(
+    platform: Platform, sessions: dict[str, requests.Session]
+) -> None:
+    admin = sessions["admin"]
+    xsrf = {"X-XSRFToken": admin.cookies.get("_xsrf", path="/hub/") or ""}
+    started = admin.post(
+        f"{platform.url}/hub/api/users/{CLINICIAN}/server", headers=xsrf, timeout=120
+    )
+    assert started.status_code >= 400, started.text
+    model = admin.get(f"{platform.url}/hub/api/users/{CLINICIAN}", timeout=60).json()
+    assert model["servers"] == {}
+
+
 JARGON = ("requires any of", "scope", "[servers]", "moons", "Traceback")
 
 

@@ -189,6 +189,15 @@ def default_url(handler: Any) -> str:
     return ""
 
 
+def no_server_for_clinicians(spawner: Any) -> None:
+    """``Spawner.pre_spawn_hook``: a clinician never gets a Jupyter server, even when an
+    admin presses "Start Server" for them (the app is their only way in)."""
+    if "clinicians" in _groups(spawner.user):
+        raise PermissionError(
+            f"{spawner.user.name} is a clinician: clinicians use the app, not a Jupyter server"
+        )
+
+
 def hub_service(settings: Settings) -> Service:
     """The hub process as `bcdiag run` supervises it (it starts the proxy and services)."""
     hub_dir(settings).mkdir(parents=True, exist_ok=True)
