@@ -70,17 +70,11 @@ def promote(name: str, version: str, force: bool, data_dir: Path | None, as_json
 @click.option("--json", "as_json", is_flag=True)
 def rollback(name: str, as_json: bool) -> None:
     """Give NAME's `champion` alias back to its `previous-champion` (audited)."""
-    from bcdiag.models.registry import rollback as roll_back  # torch, mlflow: on use
+    from bcdiag.models.champion_trail import roll_back_champion  # torch, mlflow: on use
 
     _use_tracking_server()
     with Storage.from_settings() as storage:
-        restored, withdrawn = roll_back(name)
-        storage.record_audit(
-            user=acting_user(),
-            action="model.rolled-back",
-            target=f"model:{name}/{restored}",
-            details={"withdrawn": withdrawn},
-        )
+        restored, withdrawn = roll_back_champion(name, storage=storage, user=acting_user())
     if as_json:
         click.echo(json.dumps({"model": name, "champion": restored, "withdrawn": withdrawn}))
     else:

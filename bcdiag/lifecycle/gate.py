@@ -30,6 +30,7 @@ from mlflow import MlflowClient
 
 from bcdiag.errors import BcdiagError
 from bcdiag.lifecycle.retrain_data import locked_test_set
+from bcdiag.models.champion_trail import target
 from bcdiag.models.metrics import (
     AucDifference,
     AucEstimate,
@@ -254,7 +255,7 @@ def record_decision(
     storage.record_audit(
         user=user,
         action=f"model.{decision.decision}",
-        target=f"model:{name}/{decision.challenger.version}",
+        target=target(name, decision.challenger.version),  # what champion_trail reads
         details={
             "run_id": run_id,
             "champion_version": None if decision.champion is None else decision.champion.version,

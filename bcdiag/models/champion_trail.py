@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from bcdiag.models.registry import ModelVersionInfo, set_champion
+from bcdiag.models.registry import ModelVersionInfo, rollback, set_champion
 from bcdiag.storage import Storage
 from bcdiag.storage.database import database_errors
 from bcdiag.storage.models import AuditEvent
@@ -75,3 +75,16 @@ def force_champion(
         },
     )
     return replaced
+
+
+def roll_back_champion(name: str, *, storage: Storage, user: str) -> tuple[str, str]:
+    """`bcdiag.models.registry.rollback`, recorded as ``model.rolled-back``; returns the
+    (restored, withdrawn) versions."""
+    restored, withdrawn = rollback(name)
+    storage.record_audit(
+        user=user,
+        action=ROLLED_BACK,
+        target=target(name, restored),
+        details={"withdrawn": withdrawn},
+    )
+    return restored, withdrawn
