@@ -58,6 +58,11 @@ class Settings(BaseSettings):
         description="Folder holding the public data sets (breastmnist/, mias/, dicom/). "
         "Tests and benchmarks read shared data only through this setting.",
     )
+    researcher_homes: Path = Field(
+        default=Path("/home"),
+        description="Where `bcdiag users add --group researchers` creates the home of each "
+        "researcher's own OS account (bcdiag-NAME).",
+    )
     notebooks_dir: Path = Field(
         default_factory=_default_notebooks,
         description="Folder of bcdiag's notebooks (train, evaluate, app), run by papermill "

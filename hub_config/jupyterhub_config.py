@@ -10,11 +10,10 @@ see ``k8s/``; production authentication, TLS and PostgreSQL: see ``README.md``.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
-from bcdiag.platform import hub, passwords
+from bcdiag.platform import hub, passwords, researchers
 from bcdiag.settings import get_settings
 
 settings = get_settings()
@@ -61,22 +60,26 @@ c.JupyterHub.load_roles = hub.roles()
 c.JupyterHub.services = hub.services(settings)
 c.JupyterHub.default_url = hub.default_url
 
-# --- researchers' JupyterLab: one process per researcher, as this OS user --------------
-# No isolation between researchers: fine for one workstation; KubeSpawner in k8s/.
-c.JupyterHub.spawner_class = "jupyterhub.spawner.SimpleLocalProcessSpawner"
-c.SimpleLocalProcessSpawner.home_dir_template = str(state / "users" / "{username}")
+# --- researchers' JupyterLab: one process per researcher, as their own OS account -------
+# bcdiag/platform/researchers.py: what a researcher's server can and cannot reach.
+c.JupyterHub.spawner_class = "bcdiag.platform.researcher_spawner.ResearcherSpawner"
+c.ResearcherSpawner.mlflow_url = f"{hub.hub_url(settings)}/services/{hub.MLFLOW_SERVICE}/"
 c.Spawner.cmd = [str(Path(sys.executable).with_name("jupyterhub-singleuser"))]
-c.Spawner.notebook_dir = str(settings.notebooks_dir)
 c.Spawner.default_url = "/lab"
-c.Spawner.environment = hub.bcdiag_env(
-    {"MLFLOW_TRACKING_URI": settings.resolved_tracking_uri, "BCDIAG_HOME": str(settings.home)}
-)
+c.Spawner.environment = researchers.researcher_environment()
+# The server's own hub token (also the kernels' MLflow token) may reach the MLflow service.
+c.Spawner.server_token_scopes = [
+    "users:activity!user",
+    "access:servers!server",
+    f"access:services!service={hub.MLFLOW_SERVICE}",
+]
 c.Spawner.args = [
     f"--ServerApp.shutdown_no_activity_timeout={minutes_idle}",
     f"--MappingKernelManager.cull_idle_timeout={minutes_idle}",
     "--MappingKernelManager.cull_interval=60",
-    *(["--allow-root"] if os.geteuid() == 0 else []),  # containers and CI run as root
+    "--MappingKernelManager.default_kernel_name=bcdiag",  # "Python (bcdiag)", the only one
+    "--KernelSpecManager.allowed_kernelspecs=bcdiag",
 ]
-c.Spawner.pre_spawn_hook = hub.no_server_for_clinicians  # also when an admin asks
+c.Spawner.pre_spawn_hook = hub.servers_for_researchers_only  # also when an admin asks
 c.Spawner.start_timeout = 120  # a loaded 2-core machine needs 30-60 s
 c.Spawner.http_timeout = 120

@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import subprocess
 import sys
 import time
@@ -67,14 +68,20 @@ def data_dir() -> Path:
 
 @pytest.fixture
 def bcdiag_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A fresh BCDIAG_HOME with default (SQLite + folder) storage."""
+    """A fresh BCDIAG_HOME with default (SQLite + folder) storage; researchers' OS
+    accounts made meanwhile get homes under the test's folder and are removed after it."""
     home = tmp_path / "home"
+    homes = tmp_path / "homes"
     monkeypatch.setenv("BCDIAG_HOME", str(home))
+    monkeypatch.setenv("BCDIAG_RESEARCHER_HOMES", str(homes))
     monkeypatch.delenv("BCDIAG_DATABASE_URL", raising=False)
     monkeypatch.delenv("BCDIAG_STORAGE_URL", raising=False)
     get_settings.cache_clear()
     yield home
     get_settings.cache_clear()
+    for entry in pwd.getpwall():
+        if entry.pw_dir.startswith(f"{homes}/"):
+            subprocess.run(["userdel", entry.pw_name], check=True)
 
 
 @pytest.fixture

@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,12 +25,14 @@ from pathlib import Path
 import mlflow
 import pytest
 import requests
+from lab_client import LabClient
 from playwright.sync_api import Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from test_app_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, _upload
 from test_inference import register
 
 from bcdiag.models.bundle import ModelBundle
+from bcdiag.platform.researchers import find_os_account, remove_os_account
 from bcdiag.processes import free_port
 from bcdiag.settings import Settings
 from bcdiag.storage import Storage
@@ -89,14 +93,20 @@ def add_user(env: dict[str, str], name: str, group: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    """`bcdiag run` on free ports with a fresh BCDIAG_HOME, and one account per group."""
-    root = tmp_path_factory.mktemp("platform")
+def platform() -> Iterator[Platform]:
+    """`bcdiag run` on free ports with a fresh BCDIAG_HOME, and one account per group.
+
+    Everything lies in a folder every account may enter (pytest's own are closed to other
+    accounts), so that what keeps a researcher out is bcdiag's doing.
+    """
+    root = Path(tempfile.mkdtemp(prefix="bcdiag-platform-"))
+    root.chmod(0o755)
     port = free_port()
     proxy_token = os.urandom(16).hex()
     env = {
         **os.environ,
         "BCDIAG_HOME": str(root / "home"),
+        "BCDIAG_RESEARCHER_HOMES": str(root / "homes"),
         "BCDIAG_PORT": str(port),
         "BCDIAG_HUB_API_PORT": str(free_port()),
         "BCDIAG_PROXY_API_PORT": str(free_port()),
@@ -134,6 +144,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        remove_os_account(RESEARCHER)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def login(platform: Platform, name: str, password: str | None = None) -> requests.Response:
@@ -612,16 +624,17 @@ def test_admin_panel_offers_no_add_users(
     assert admin.get(f"{platform.url}/hub/api/users/ghost", timeout=60).status_code == 404
 
 
-def test_no_jupyter_server_for_a_clinician_even_when_an_admin_starts_one(
-    platform: Platform, sessions: dict[str, requests.Session]
+@pytest.mark.parametrize("name", [CLINICIAN, ADMIN])
+def test_no_jupyter_server_for_a_clinician_or_an_admin_even_when_an_admin_starts_one(
+    platform: Platform, sessions: dict[str, requests.Session], name: str
 ) -> None:
+    """Only researchers get a server: an admin's would run with the hub's own rights."""
     admin = sessions["admin"]
     xsrf = {"X-XSRFToken": admin.cookies.get("_xsrf", path="/hub/") or ""}
-    started = admin.post(
-        f"{platform.url}/hub/api/users/{CLINICIAN}/server", headers=xsrf, timeout=120
-    )
+    started = admin.post(f"{platform.url}/hub/api/users/{name}/server", headers=xsrf, timeout=120)
     assert started.status_code >= 400, started.text
-    model = admin.get(f"{platform.url}/hub/api/users/{CLINICIAN}", timeout=60).json()
+    assert "only researchers get a Jupyter server" in started.text, started.text
+    model = admin.get(f"{platform.url}/hub/api/users/{name}", timeout=60).json()
     assert model["servers"] == {}
 
 
@@ -666,3 +679,130 @@ def test_logout_lands_on_the_login_page(platform: Platform, browser_page: Page) 
     assert page.url.startswith(f"{platform.url}/hub/login"), "signed out of the hub"
     page.goto(f"{platform.url}/{APP_PATH}", timeout=120_000)
     assert page.url.startswith(f"{platform.url}/hub/login"), "and out of the app"
+
+
+# --- researchers are not admins: own OS account, no clinical data, no hub secrets ---------
+@pytest.fixture(scope="module")
+def lab(platform: Platform, sessions: dict[str, requests.Session]) -> LabClient:
+    """The researcher's running JupyterLab, driven over its REST API and websockets."""
+    return LabClient(platform.url, RESEARCHER, sessions["researcher"])
+
+
+@pytest.fixture(scope="module")
+def clinical_files(platform: Platform, data_dir: Path) -> dict[str, Path]:
+    """What a researcher must not read, each checked to exist (so that "denied" is not
+    "missing"): one scan is stored, as a clinician's upload would be."""
+    home = Path(platform.env["BCDIAG_HOME"])
+    with Storage.from_settings(Settings(home=home)) as storage:
+        scan = storage.store_scan(
+            (data_dir / "dicom" / "JPGLosslessP14SV1_1s_1f_8b.dcm").read_bytes(),
+            filename="scan.dcm",
+            metadata={"format": "dicom"},
+            user=CLINICIAN,
+        )
+    files = {
+        "hub cookie secret": home / "hub" / "cookie_secret",
+        "hub admin API token": home / "hub" / "admin-api-token",
+        "hub database": home / "hub" / "jupyterhub.sqlite",
+        "clinical database": home / "bcdiag.sqlite",
+        "stored scan": next((home / "blobs").rglob(f"*{scan.sha256}*")),
+        "MLflow store": home / "mlflow" / "mlflow.sqlite",
+    }
+    assert all(path.is_file() for path in files.values()), files
+    return files
+
+
+def test_a_researchers_terminal_runs_as_their_own_account_and_reads_no_secret(
+    platform: Platform, lab: LabClient, clinical_files: dict[str, Path]
+) -> None:
+    account = find_os_account(RESEARCHER)
+    assert account is not None and account.name == f"bcdiag-{RESEARCHER}"
+    who = lab.terminal("id -un; pwd; ls notebooks")
+    assert f"\n{account.name}\n{account.home}\n" in who, who
+    assert "train.ipynb" in who and "evaluate.ipynb" in who
+    assert "conftest.py" not in who and "app.ipynb" not in who and ".ipynb_checkpoints" not in who
+    hub_pid = (Path(platform.env["BCDIAG_HOME"]) / "hub" / "jupyterhub.pid").read_text().strip()
+    hub_environment = Path(f"/proc/{hub_pid}/environ")
+    for what, path in {**clinical_files, "hub's environment": hub_environment}.items():
+        answer = lab.terminal(f"cat {path} | head -c 64")
+        assert "Permission denied" in answer, f"{what}: {answer}"
+
+
+def test_a_researchers_terminal_cannot_reach_the_app_behind_the_hubs_back(
+    platform: Platform, sessions: dict[str, requests.Session], lab: LabClient
+) -> None:
+    """Voilà listens on 127.0.0.1, which every local account reaches; it asks for a token
+    that only the hub-OAuth proxy sends, so a forged user header gets nothing."""
+    page = sessions["clinician"].get(f"{platform.url}/{APP_PATH}", timeout=180)
+    assert page.status_code == 200  # Voilà runs
+    close_app_kernel(platform, sessions["clinician"], page.text)
+    app = f"http://127.0.0.1:{platform.env['BCDIAG_APP_PORT']}"
+    forged = f'X-CDSDASHBOARDS-JH-USER: {{"name": "{CLINICIAN}"}}'
+    answer = lab.terminal(
+        f"curl -s -o /dev/null -w 'page %{{http_code}} ' -H '{forged}' {app}/; "
+        f"curl -s -o /dev/null -w 'kernels %{{http_code}}' -X POST {app}/api/kernels"
+    )
+    assert "page 302" in answer and "kernels 403" in answer, answer
+
+
+def test_a_researchers_kernel_is_bcdiags_and_reads_no_secret(
+    lab: LabClient, clinical_files: dict[str, Path]
+) -> None:
+    probes = "\n".join(
+        f"try:\n    open({str(path)!r}, 'rb').read(8); print({what!r}, 'READ')\n"
+        f"except OSError as e:\n    print({what!r}, type(e).__name__)"
+        for what, path in clinical_files.items()
+    )
+    answer = lab.kernel(
+        "import os, bcdiag\n"
+        "print('user', os.getuid() == os.geteuid() != 0)\n"
+        "print(sorted(k for k in os.environ if 'DATABASE' in k or 'STORAGE' in k or "
+        "'ADMIN' in k or 'CONFIGPROXY' in k))\n" + probes
+    )
+    lines = answer.splitlines()
+    assert lines[0] == "bcdiag", "the default kernel is Python (bcdiag)"
+    assert "user True" in answer and "[]" in answer, answer
+    for what in clinical_files:
+        assert f"{what} PermissionError" in answer, answer
+
+
+def test_a_researchers_kernel_reads_mlflow_but_cannot_move_the_champion(
+    lab: LabClient, us_champion: None
+) -> None:
+    answer = lab.kernel(
+        "from mlflow import MlflowClient\n"
+        "client = MlflowClient()\n"
+        "champion = client.get_model_version_by_alias('bcdiag-us', 'champion')\n"
+        "print('reads champion', champion.version)\n"
+        "client.set_registered_model_alias('bcdiag-us', 'champion', champion.version)\n"
+    )
+    assert re.search(r"reads champion \d+", answer), answer
+    assert "PERMISSION_DENIED" in answer and "read-only" in answer, answer
+
+
+def test_an_admin_grants_a_deidentified_export_to_a_researcher(
+    platform: Platform, lab: LabClient, clinical_files: dict[str, Path]
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bcdiag", "export", "--deidentify", "--grant", RESEARCHER, "cases"],
+        env=platform.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    account = find_os_account(RESEARCHER)
+    assert account is not None
+    folder = account.home / "exports" / "cases"
+    assert f"to {folder}" in done.stdout
+    assert all(p.stat().st_uid == account.uid for p in [folder, *folder.rglob("*")])
+    listing = lab.terminal("ls exports/cases; cat exports/cases/manifest.csv")
+    assert "manifest.csv" in listing and ",exported," in listing, listing
+    again = subprocess.run(
+        [sys.executable, "-m", "bcdiag", "export", "--deidentify", "--grant", RESEARCHER, "cases"],
+        env=platform.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 1 and "exists already" in again.stderr, again.stderr

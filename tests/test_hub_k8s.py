@@ -79,14 +79,29 @@ def test_app_command_matches_the_local_one() -> None:
     k8s = deployment("bcdiag-app", "bcdiag-app.yaml")["command"]
     keys = {arg.split("=", 1)[0] for arg in k8s}
     wanted = [a for a in local if a.startswith(("--Voila", "--CappedKernel", "--Mapping"))]
+    # Locally Voilà's token keeps researchers' terminals off its port; in k8s the lab pods'
+    # network policy does (test_researchers_pods_reach_no_clinical_data_...).
+    wanted = [a for a in wanted if not a.startswith("--Voila.config_file_paths")]
     missing = [arg for arg in wanted if arg.split("=", 1)[0] not in keys]
     assert not missing, f"the k8s app lacks {missing}"
     assert "--VoilaConfiguration.http_header_envs=X-CDSDASHBOARDS-JH-USER" in k8s
     assert "--forward-user-info" in k8s
 
 
+def test_researchers_pods_reach_no_clinical_data_and_mlflow_only_through_the_hub(
+    values: dict[str, Any],
+) -> None:
+    lab = values["singleuser"]
+    assert not {"BCDIAG_STORAGE_URL", "BCDIAG_DATABASE_URL"} & set(lab["extraEnv"])
+    assert lab["extraEnv"]["MLFLOW_TRACKING_URI"].endswith("/services/mlflow/")
+    assert "serviceAccountName" not in lab and lab["uid"] != 0
+    assert "extraVolumes" not in lab and "extraVolumeMounts" not in lab
+    assert lab["networkPolicy"]["egressAllowRules"]["privateIPs"] is False
+    config = values["hub"]["extraConfig"]["bcdiag"]
+    assert "access:services!service=mlflow" in config and "MLFLOW_TRACKING_TOKEN" in config
+
+
 def test_blobs_and_artifacts_go_to_gcs(values: dict[str, Any]) -> None:
-    assert values["singleuser"]["extraEnv"]["BCDIAG_STORAGE_URL"].startswith("gs://")
     server = " ".join(deployment("mlflow", "mlflow.yaml")["args"])
     assert "--artifacts-destination gs://" in server
     assert documents("bcdiag-app.yaml")  # storage URL from the shared `bcdiag` ConfigMap

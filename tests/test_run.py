@@ -9,17 +9,21 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 import requests
 
+from bcdiag.platform.researchers import remove_os_account
 from bcdiag.platform.startup import process_record
 from bcdiag.processes import free_port
 from bcdiag.settings import Settings
@@ -30,6 +34,7 @@ PORTS = (
 )  # fmt: skip
 START_TIMEOUT_S = 240  # hub + proxy + MLflow on a loaded 2-core machine
 ADMIN_PASSWORD = "horse battery staple 0"
+RESEARCHER, RESEARCHER_PASSWORD = "rita", "horse battery staple 2"
 EVERY_KIND = (
     "mlflow server", "uvicorn", "jupyterhub -f", "configurable-http-proxy",
     "bcdiag.platform.proxy", "voila", "ipykernel_launcher", "jupyterhub-singleuser",
@@ -116,21 +121,49 @@ def _sign_in(url: str, name: str, password: str) -> requests.Session:
     return session
 
 
-def start_everything(url: str, session: requests.Session) -> None:
-    """As the signed-in admin: the app (Voilà and a kernel), the MLflow UI, and the admin's
-    own JupyterLab with a kernel, so that every kind of process `make run` has runs."""
+@pytest.fixture
+def open_folder() -> Iterator[Path]:
+    """A folder every account may enter (pytest's are closed), for researchers' homes."""
+    folder = Path(tempfile.mkdtemp(prefix="bcdiag-homes-"))
+    folder.chmod(0o755)
+    yield folder
+    remove_os_account(RESEARCHER)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def start_everything(url: str, session: requests.Session, env: dict[str, str]) -> None:
+    """As the signed-in admin: the app (Voilà and a kernel) and the MLflow UI; then a new
+    researcher's JupyterLab with a kernel; so that every kind of process `make run` has runs."""
     app = session.get(f"{url}/services/bcdiag-app/", timeout=300)
     assert "application/vnd.jupyter.widget-view+json" in app.text  # a kernel built the app
     assert session.get(f"{url}/services/mlflow/", timeout=300).status_code == 200
-    hub_xsrf = {"X-XSRFToken": session.cookies.get("_xsrf", path="/hub/") or ""}
-    spawned = session.post(f"{url}/hub/api/users/admin/server", headers=hub_xsrf, timeout=300)
-    assert spawned.status_code in (201, 202), spawned.text
+    added = subprocess.run(
+        [sys.executable, "-m", "bcdiag", "users", "add", RESEARCHER, "--group", "researchers"],
+        input=RESEARCHER_PASSWORD + "\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert added.returncode == 0, added.stderr
+    researcher = requests.Session()  # signing in starts the server
+    researcher.get(f"{url}/hub/login", timeout=30)
+    researcher.post(
+        f"{url}/hub/login",
+        data={
+            "username": RESEARCHER,
+            "password": RESEARCHER_PASSWORD,
+            "_xsrf": researcher.cookies.get("_xsrf", path="/hub/"),
+        },
+        timeout=120,
+    )
+    lab = f"{url}/user/{RESEARCHER}/"
     deadline = time.monotonic() + 180
-    while not session.get(f"{url}/user/admin/lab", timeout=60).url.endswith("/user/admin/lab"):
-        assert time.monotonic() < deadline, "the admin's JupyterLab did not start"
+    while not researcher.get(f"{lab}lab", timeout=60).url.endswith(f"/user/{RESEARCHER}/lab"):
+        assert time.monotonic() < deadline, "the researcher's JupyterLab did not start"
         time.sleep(2)
-    lab_xsrf = {"X-XSRFToken": session.cookies.get("_xsrf", path="/user/admin/") or ""}
-    kernel = session.post(f"{url}/user/admin/api/kernels", headers=lab_xsrf, timeout=120)
+    lab_xsrf = {"X-XSRFToken": researcher.cookies.get("_xsrf", path=f"/user/{RESEARCHER}/") or ""}
+    kernel = researcher.post(f"{lab}api/kernels", headers=lab_xsrf, timeout=120)
     assert kernel.status_code == 201, kernel.text
 
 
@@ -189,13 +222,14 @@ def _kill_running(processes: list[psutil.Process]) -> None:
 
 @pytest.mark.slow
 def test_a_killed_supervisor_takes_everything_along_and_the_next_start_cleans_up(
-    tmp_path: Path,
+    tmp_path: Path, open_folder: Path
 ) -> None:
     """kill -9 of `make run`: nothing of it stays. If its hub dies with it (nothing can
     stop the hub's children then), the next start ends what is left and starts."""
     home = tmp_path / "home"
     env, ports = platform_env(home)
     env["BCDIAG_ADMIN_PASSWORD"] = ADMIN_PASSWORD
+    env["BCDIAG_RESEARCHER_HOMES"] = str(open_folder)
     url = f"http://127.0.0.1:{ports['PORT']}"
     started: list[psutil.Process] = []  # killed at the end whatever happened
     try:
@@ -203,7 +237,7 @@ def test_a_killed_supervisor_takes_everything_along_and_the_next_start_cleans_up
         first = start_platform(env, log)
         started.append(psutil.Process(first.pid))
         wait_for_text(log, first, "bcdiag is running")
-        start_everything(url, _sign_in(url, "admin", ADMIN_PASSWORD))
+        start_everything(url, _sign_in(url, "admin", ADMIN_PASSWORD), env)
         processes = tree(first.pid)
         started += processes
         commands = _commands(processes)

@@ -7,6 +7,7 @@ import sys
 import click
 
 from bcdiag.platform.hub import hub_url
+from bcdiag.platform.researchers import private_state
 from bcdiag.platform.startup import platform_ports, platform_services, process_record
 from bcdiag.platform.users import FirstAdmin, ensure_first_admin
 from bcdiag.processes import reclaim, supervise
@@ -28,7 +29,7 @@ def _welcome(url: str, admin: FirstAdmin | None) -> str:
 def run() -> None:
     """Migrate; create the first admin once; start MLflow, the app and JupyterHub (Ctrl-C stops)."""
     settings = get_settings()
-    settings.home.mkdir(parents=True, exist_ok=True)
+    private_state(settings.home)  # hub secrets, clinical data: no other account reads them
     # Before the first admin is created: its password is shown only once the platform runs.
     reclaim(process_record(settings), platform_ports(settings))
     upgrade(settings.resolved_database_url)

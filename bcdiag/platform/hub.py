@@ -11,17 +11,18 @@ Who reaches what:
   (``/hub/home``, ``/hub/spawn``, ``/hub/token``) send them to the app
   (`bcdiag.platform.hub_pages`).
 - ``researchers`` get a JupyterLab server each and the ``mlflow`` service.
-- ``admins`` hold JupyterHub's ``admin`` role (admin panel, every scope).
+- ``admins`` hold JupyterHub's ``admin`` role (admin panel, every scope) but get no
+  Jupyter server of their own (`servers_for_researchers_only`).
 """
 
 from __future__ import annotations
 
 import os
-import secrets
 import sys
 from pathlib import Path
 from typing import Any
 
+from bcdiag.platform.secret_files import secret_file
 from bcdiag.platform.services import APP_HEALTH_PATH, MAX_UPLOAD_BYTES, app_service, mlflow_service
 from bcdiag.platform.telemetry import telemetry_off_env
 from bcdiag.processes import Service
@@ -52,16 +53,6 @@ def hub_db_url(settings: Settings) -> str:
 def hub_url(settings: Settings) -> str:
     """The platform's front door."""
     return f"http://127.0.0.1:{settings.port}"
-
-
-def secret_file(path: Path, nbytes: int = 32) -> str:
-    """The secret stored at `path` (hex), created with mode 0600 on first use."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(secrets.token_hex(nbytes))
-    return path.read_text().strip()
 
 
 def admin_api_token(settings: Settings) -> str:
@@ -189,12 +180,15 @@ def default_url(handler: Any) -> str:
     return ""
 
 
-def no_server_for_clinicians(spawner: Any) -> None:
-    """``Spawner.pre_spawn_hook``: a clinician never gets a Jupyter server, even when an
-    admin presses "Start Server" for them (the app is their only way in)."""
-    if "clinicians" in _groups(spawner.user):
+def servers_for_researchers_only(spawner: Any) -> None:
+    """``Spawner.pre_spawn_hook``: only researchers get a Jupyter server, even when an admin
+    presses "Start Server" for someone else. Clinicians use the app; admins manage
+    accounts, and a server of theirs would run with the hub's own rights."""
+    if "researchers" not in _groups(spawner.user):
+        role = "a clinician" if "clinicians" in _groups(spawner.user) else "not a researcher"
         raise PermissionError(
-            f"{spawner.user.name} is a clinician: clinicians use the app, not a Jupyter server"
+            f"{spawner.user.name} is {role}: only researchers get a Jupyter server "
+            "(clinicians use the app, admins the admin panel and `bcdiag users`)"
         )
 
 

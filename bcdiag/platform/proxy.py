@@ -11,6 +11,10 @@ jhsingle-native-proxy 0.8.3 with the gaps below closed; run as
   kernel id could have opened that kernel's channels. Handshakes now need the same login
   (the hub cookie, which JupyterHub allows on websockets by default).
 
+The clinician app's Voilà asks every request for a token (`services.app_token`): this
+proxy adds it (``BCDIAG_PROXIED_TOKEN``) to what it forwards, HTTP and websockets, so a
+researcher's terminal on the same machine cannot reach the app's port behind its back.
+
 Two more for the MLflow UI:
 
 - Its forwarded request is a tornado ``HTTPRequest``, which by default refuses a DELETE
@@ -46,10 +50,12 @@ from tornado import web
 
 from bcdiag.platform import mlflow_ui
 from bcdiag.platform.registry_guard import REFUSAL, refuses
+from bcdiag.platform.services import PROXIED_TOKEN_ENV
 
 _forward_websocket = ProxyHandler.ws_get
 _request_options = ProxyHandler.proxy_request_options
 _core_proxy = SuperviseAndProxyHandler.core_proxy
+_filter_headers = ProxyHandler._filter_headers_and_query
 
 
 def same_origin(handler: Any, origin: str) -> bool:
@@ -89,6 +95,16 @@ async def guarded_core_proxy(handler: Any, port: int, path: str) -> Any:
     return await _core_proxy(handler, port, path)
 
 
+def headers_with_token(handler: Any, headers: Any, query: Any) -> tuple[Any, Any]:
+    """jhsingle-native-proxy's forwarded headers and query, plus the proxied server's own
+    token (`bcdiag.platform.services.app_token`) when this proxy has one."""
+    headers, query = _filter_headers(handler, headers, query)
+    token = os.environ.get(PROXIED_TOKEN_ENV)
+    if token:
+        headers["Authorization"] = f"token {token}"
+    return headers, query
+
+
 def harden() -> None:
     """Install the fixes on jhsingle-native-proxy's handler classes."""
     ProxyHandler.check_origin = same_origin
@@ -96,6 +112,7 @@ def harden() -> None:
     ProxyHandler.proxy_request_options = any_method_options
     SuperviseAndProxyHandler.proxy = redirect_or_proxy
     SuperviseAndProxyHandler.core_proxy = guarded_core_proxy
+    ProxyHandler._filter_headers_and_query = headers_with_token
 
 
 def wait_for_children(timeout_s: float = 4.0) -> None:

@@ -4,7 +4,9 @@ service) and the retraining scheduler; `bcdiag.platform.startup` lists them all.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
+from bcdiag.platform.secret_files import private_json, secret_file
 from bcdiag.platform.telemetry import with_jupyter_dir
 from bcdiag.processes import Service
 from bcdiag.settings import Settings
@@ -36,6 +38,23 @@ def mlflow_service(settings: Settings, port: int | str | None = None) -> Service
 
 
 MAX_UPLOAD_BYTES = 200 * 2**20
+PROXIED_TOKEN_ENV = "BCDIAG_PROXIED_TOKEN"  # what the hub-OAuth proxy sends on (proxy.py)
+
+
+def app_token(settings: Settings) -> str:
+    """The token Voilà asks of every request behind the hub: only the hub-OAuth proxy,
+    which adds it, gets through, so no other local account reaches the app's port."""
+    return secret_file(settings.home / "hub" / "app-token")
+
+
+def app_token_config(settings: Settings) -> Path:
+    """A folder holding ``voila.json`` with `app_token` (0600; the token never appears
+    on a command line, which every account can read)."""
+    folder = settings.home / "hub" / "voila"
+    private_json(folder / "voila.json", {"Voila": {"token": app_token(settings)}})
+    return folder
+
+
 APP_HEALTH_PATH = "/voila/templates/lab/static/labvariables.css"
 
 
@@ -67,6 +86,9 @@ def app_service(settings: Settings, base_url: str = "/") -> Service:
     ]  # fmt: skip
     if settings.app_pool_size > 0:
         argv += ["--preheat_kernel=True", f"--pool_size={settings.app_pool_size}"]
+    behind_hub = base_url != "/"
+    if behind_hub:
+        argv += [f"--Voila.config_file_paths={app_token_config(settings)}"]
     env = {
         "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri,
         "BCDIAG_HOME": str(settings.home),
@@ -75,8 +97,9 @@ def app_service(settings: Settings, base_url: str = "/") -> Service:
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "TQDM_DISABLE": "1",
     }
-    if base_url != "/":
+    if behind_hub:
         env["BCDIAG_APP_BEHIND_HUB"] = "true"
+        env[PROXIED_TOKEN_ENV] = app_token(settings)
     # Health: a static file, since rendering the page would start (and strand) a kernel.
     return Service("clinician app", argv, f"{url}{APP_HEALTH_PATH}", f"{url}/", env)
 

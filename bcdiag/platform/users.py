@@ -32,6 +32,7 @@ from nativeauthenticator.orm import UserInfo  # also puts its users_info table o
 from bcdiag.errors import BcdiagError
 from bcdiag.platform import hub
 from bcdiag.platform.passwords import check_password
+from bcdiag.platform.researchers import OsAccount, ensure_os_account
 from bcdiag.settings import Settings
 
 Via = Literal["hub API", "hub database"]
@@ -56,10 +57,14 @@ class Created:
     name: str
     group: str
     via: Via
+    os_account: OsAccount | None = None  # a researcher's own
 
-    def as_json(self) -> dict[str, str]:
+    def as_json(self) -> dict[str, str | int]:
         """The ``--json`` answer of ``bcdiag users add``."""
-        return {"user": self.name, "action": "created", "group": self.group, "via": self.via}
+        answer: dict[str, str | int] = {
+            "user": self.name, "action": "created", "group": self.group, "via": self.via
+        }  # fmt: skip
+        return answer | (self.os_account.as_json() if self.os_account else {})
 
 
 def check_name(name: str) -> None:
@@ -159,16 +164,20 @@ def _add_via_api(settings: Settings, name: str, group: str) -> None:
 
 
 def add_user(settings: Settings, name: str, group: str, password: str) -> Created:
-    """Create an approved account `name` in `group`, live if the hub runs."""
+    """Create an approved account `name` in `group`, live if the hub runs; a researcher
+    also gets an OS account of their own (`bcdiag.platform.researchers`)."""
     check_name(name)
     check_group(group)
     check_password(password, name)
+    if account_exists(settings, name):
+        raise AccountError(f"user {name!r} exists already")
+    os_account = None
+    if group == "researchers":
+        os_account = ensure_os_account(name, settings.researcher_homes)
     _store_password(settings, name, password)
-    if hub_running(settings):
-        _add_via_api(settings, name, group)
-        return Created(name, group, "hub API")
-    _add_via_orm(settings, name, group)
-    return Created(name, group, "hub database")
+    via: Via = "hub API" if hub_running(settings) else "hub database"
+    (_add_via_api if via == "hub API" else _add_via_orm)(settings, name, group)
+    return Created(name, group, via, os_account)
 
 
 @dataclass(frozen=True)
