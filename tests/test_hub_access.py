@@ -206,8 +206,9 @@ def close_app_kernel(platform: Platform, session: requests.Session, page: str) -
 
 # --- the access matrix ------------------------------------------------------------------
 OK, LOGIN, DENIED, ALLOWED, SKIP = "ok", "login", "denied", "allowed", "skip"
-APP = "app"
+APP, PANEL = "app", "panel"
 """ok: 200 at the asked URL; login: ends on the login page; app: ends in the clinician app;
+panel: ends in the admin panel (admins get no server of their own);
 denied: 401/403/404 (and not the login page); allowed: neither 401/403/404 nor the login
 page (e.g. 400 "already running"); skip: not probed, for the reason in the comment."""
 
@@ -225,11 +226,11 @@ def _all(anonymous: str, clinician: str, researcher: str, admin: str) -> dict[st
 
 MATRIX = [
     # clinicians never meet Jupyter: every hub page of theirs leads to the app
-    Route("GET", "/hub/", _all(LOGIN, APP, ALLOWED, ALLOWED)),  # to the lab; to the admin panel
-    Route("GET", "/hub/home", _all(LOGIN, APP, OK, OK)),
+    Route("GET", "/hub/", _all(LOGIN, APP, ALLOWED, PANEL)),  # researcher: to the lab
+    Route("GET", "/hub/home", _all(LOGIN, APP, OK, PANEL)),
     Route("GET", "/hub/admin", _all(LOGIN, DENIED, DENIED, OK)),
     # admin: spawning a second server costs a minute of CI; admins hold every scope anyway
-    Route("GET", "/hub/spawn", _all(LOGIN, APP, ALLOWED, SKIP)),  # researcher: to the lab
+    Route("GET", "/hub/spawn", _all(LOGIN, APP, ALLOWED, PANEL)),  # researcher: to the lab
     Route("GET", "/hub/spawn/{other}", _all(LOGIN, DENIED, DENIED, SKIP)),
     Route("POST", "/hub/api/users/{self}/server", _all(DENIED, DENIED, ALLOWED, SKIP)),
     Route("GET", "/user/{self}/lab", _all(LOGIN, DENIED, OK, SKIP)),
@@ -272,6 +273,8 @@ def outcome(platform: Platform, session: requests.Session, method: str, path: st
         return OK
     if response.status_code == 200 and response.url.startswith(f"{platform.url}/{APP_PATH}"):
         return APP
+    if response.status_code == 200 and response.url == f"{platform.url}/hub/admin":
+        return PANEL
     return f"{ALLOWED} ({response.status_code} at {response.url})"
 
 

@@ -9,7 +9,8 @@ precedence over the pages of the same path (as NativeAuthenticator's ``/login`` 
 - ``/change-password`` and ``/change-password/NAME`` apply bcdiag's password rules and
   say which one a refused password breaks.
 - ``/home``, ``/spawn`` and ``/token`` send a user who may have no server of their own
-  (clinicians) to where they work, instead of offering a server they are refused.
+  (clinicians; admins for ``/home`` and ``/spawn``) to where they work, instead of
+  offering a server they are refused.
 """
 
 from __future__ import annotations
@@ -77,12 +78,21 @@ class ChangePasswordAdminHandler(native.ChangePasswordAdminHandler):  # type: ig
 
 
 class ServerlessToWorkplace:
-    """For a signed-in user who holds no ``servers`` scope at all (clinicians), GET
-    redirects to their default URL (`hub.default_url`) instead of a server page."""
+    """For a signed-in user who may not use this page, GET redirects to their default URL
+    (`hub.default_url`) instead: by default those who hold no ``servers`` scope at all
+    (clinicians); with `own_server`, everyone who is not a researcher (admins too: only
+    researchers get a server of their own, `hub.servers_for_researchers_only`)."""
+
+    own_server = False
+
+    def _elsewhere(self, handler: Any) -> bool:
+        if self.own_server:
+            return "researchers" not in {group.name for group in handler.current_user.groups}
+        return "servers" not in handler.parsed_scopes
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
         handler: Any = self
-        if handler.current_user is not None and "servers" not in handler.parsed_scopes:
+        if handler.current_user is not None and self._elsewhere(handler):
             workplace = hub.default_url(handler)
             if workplace:
                 handler.redirect(workplace)
@@ -95,9 +105,13 @@ class ServerlessToWorkplace:
 class HomeHandler(ServerlessToWorkplace, pages.HomeHandler):  # type: ignore[misc]
     """``/hub/home``: "Start My Server" for those who may have one."""
 
+    own_server = True
+
 
 class SpawnHandler(ServerlessToWorkplace, pages.SpawnHandler):  # type: ignore[misc]
-    """``/hub/spawn``: one's own server."""
+    """``/hub/spawn``: one's own server (an admin starts a researcher's at /spawn/NAME)."""
+
+    own_server = True
 
 
 class TokenPageHandler(ServerlessToWorkplace, pages.TokenPageHandler):  # type: ignore[misc]
