@@ -96,12 +96,19 @@ def _timm(name: str) -> Callable[[int, int], nn.Module]:
     return build
 
 
+def _lite0_imagenet(n_in: int, n_out: int) -> nn.Module:
+    from bcdiag.models.pretrained import lite0_imagenet  # imports timm: as `_timm`
+
+    return lite0_imagenet(n_in, n_out)
+
+
 ARCHITECTURES: dict[str, Callable[[int, int], nn.Module]] = {
     "bcnet16": lambda n_in, n_out: BcNet(n_in, n_out, width=16),
     "bcnet32": lambda n_in, n_out: BcNet(n_in, n_out, width=32),
     "resnet18": _torchvision("resnet18"),
     "resnet34": _torchvision("resnet34"),
     "efficientnet_b0": _timm("efficientnet_b0"),
+    "efficientnet_lite0": _lite0_imagenet,  # from ImageNet weights (`models.pretrained`)
 }
 
 
