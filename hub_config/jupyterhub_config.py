@@ -67,12 +67,7 @@ c.ResearcherSpawner.mlflow_url = f"{hub.hub_url(settings)}/services/{hub.MLFLOW_
 c.Spawner.cmd = [str(Path(sys.executable).with_name("jupyterhub-singleuser"))]
 c.Spawner.default_url = "/lab"
 c.Spawner.environment = researchers.researcher_environment()
-# The server's own hub token (also the kernels' MLflow token) may reach the MLflow service.
-c.Spawner.server_token_scopes = [
-    "users:activity!user",
-    "access:servers!server",
-    f"access:services!service={hub.MLFLOW_SERVICE}",
-]
+c.Spawner.server_token_scopes = hub.SERVER_TOKEN_SCOPES  # also the kernels' MLflow token
 c.Spawner.args = [
     f"--ServerApp.shutdown_no_activity_timeout={minutes_idle}",
     f"--MappingKernelManager.cull_idle_timeout={minutes_idle}",

@@ -787,13 +787,17 @@ def test_a_researchers_kernel_reads_mlflow_but_cannot_move_the_champion(
 def test_an_admin_grants_a_deidentified_export_to_a_researcher(
     platform: Platform, lab: LabClient, clinical_files: dict[str, Path]
 ) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bcdiag", "export", "--deidentify", "--grant", RESEARCHER, "cases"],
-        env=platform.env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    def grant() -> subprocess.CompletedProcess[str]:
+        command = ["export", "--deidentify", "--grant", RESEARCHER, "cases"]
+        return subprocess.run(
+            [sys.executable, "-m", "bcdiag", *command],
+            env=platform.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    done = grant()
     assert done.returncode == 0, done.stderr
     account = find_os_account(RESEARCHER)
     assert account is not None
@@ -802,11 +806,5 @@ def test_an_admin_grants_a_deidentified_export_to_a_researcher(
     assert all(p.stat().st_uid == account.uid for p in [folder, *folder.rglob("*")])
     listing = lab.terminal("ls exports/cases; cat exports/cases/manifest.csv")
     assert "manifest.csv" in listing and ",exported," in listing, listing
-    again = subprocess.run(
-        [sys.executable, "-m", "bcdiag", "export", "--deidentify", "--grant", RESEARCHER, "cases"],
-        env=platform.env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    again = grant()
     assert again.returncode == 1 and "exists already" in again.stderr, again.stderr

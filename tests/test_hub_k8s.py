@@ -98,7 +98,9 @@ def test_researchers_pods_reach_no_clinical_data_and_mlflow_only_through_the_hub
     assert "extraVolumes" not in lab and "extraVolumeMounts" not in lab
     assert lab["networkPolicy"]["egressAllowRules"]["privateIPs"] is False
     config = values["hub"]["extraConfig"]["bcdiag"]
-    assert "access:services!service=mlflow" in config and "MLFLOW_TRACKING_TOKEN" in config
+    assert "server_token_scopes = hub.SERVER_TOKEN_SCOPES" in config
+    assert "access:services!service=mlflow" in hub.SERVER_TOKEN_SCOPES
+    assert "MLFLOW_TRACKING_TOKEN" in config
 
 
 def test_blobs_and_artifacts_go_to_gcs(values: dict[str, Any]) -> None:

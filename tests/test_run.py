@@ -105,7 +105,10 @@ def _assert_closed(ports: dict[str, int], grace_s: float = 15.0) -> None:
         time.sleep(0.5)
 
 
-def _sign_in(url: str, name: str, password: str) -> requests.Session:
+def _sign_in(
+    url: str, name: str, password: str, lands_in: str | None = "/hub/admin"
+) -> requests.Session:
+    """A signed-in session of `name`, checked to land in `lands_in` (None: anywhere)."""
     session = requests.Session()
     session.get(f"{url}/hub/login", timeout=30)
     signed_in = session.post(
@@ -117,7 +120,8 @@ def _sign_in(url: str, name: str, password: str) -> requests.Session:
         },
         timeout=60,
     )
-    assert signed_in.url == f"{url}/hub/admin", "the admin did not land in the admin panel"
+    if lands_in is not None:
+        assert signed_in.url == f"{url}{lands_in}", f"{name} did not land in {lands_in}"
     return session
 
 
@@ -146,17 +150,7 @@ def start_everything(url: str, session: requests.Session, env: dict[str, str]) -
         timeout=120,
     )
     assert added.returncode == 0, added.stderr
-    researcher = requests.Session()  # signing in starts the server
-    researcher.get(f"{url}/hub/login", timeout=30)
-    researcher.post(
-        f"{url}/hub/login",
-        data={
-            "username": RESEARCHER,
-            "password": RESEARCHER_PASSWORD,
-            "_xsrf": researcher.cookies.get("_xsrf", path="/hub/"),
-        },
-        timeout=120,
-    )
+    researcher = _sign_in(url, RESEARCHER, RESEARCHER_PASSWORD, None)  # starts the server
     lab = f"{url}/user/{RESEARCHER}/"
     deadline = time.monotonic() + 180
     while not researcher.get(f"{lab}lab", timeout=60).url.endswith(f"/user/{RESEARCHER}/lab"):

@@ -11,7 +11,6 @@ account is deleted by the hub (servers, tokens, group memberships).
 
 from __future__ import annotations
 
-import os
 import urllib.parse
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +22,7 @@ from nativeauthenticator.orm import UserInfo
 
 from bcdiag.platform import lockout
 from bcdiag.platform.passwords import check_password
-from bcdiag.platform.researchers import ROOT_NEEDED, find_os_account, remove_os_account
+from bcdiag.platform.researchers import find_os_account, remove_os_account, require_root
 from bcdiag.platform.users import AccountError, Via, hub_api, hub_running, hub_session
 from bcdiag.settings import Settings
 
@@ -173,9 +172,8 @@ def set_enabled(settings: Settings, name: str, enabled: bool) -> Change:
 def remove(settings: Settings, name: str) -> Change:
     """Remove `name`: its password, lockout and hub user (servers, tokens, groups), and a
     researcher's OS account (its home stays, for an admin to archive)."""
-    os_account = find_os_account(name)
-    if os_account is not None and os.geteuid() != 0:
-        raise AccountError(f"{name!r} has an OS account: {ROOT_NEEDED}")
+    if find_os_account(name) is not None:
+        require_root()  # before anything is removed
     db = hub_session(settings)
     try:
         user = orm.User.find(db, name)

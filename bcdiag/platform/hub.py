@@ -90,6 +90,15 @@ def roles() -> list[dict[str, Any]]:
     ]
 
 
+# A researcher's server token: JupyterHub's defaults, and the MLflow service, which the
+# server's kernels reach with it (``MLFLOW_TRACKING_TOKEN``, `researcher_spawner`).
+SERVER_TOKEN_SCOPES = [
+    "users:activity!user",
+    "access:servers!server",
+    f"access:services!service={MLFLOW_SERVICE}",
+]
+
+
 def _escaped(argv: list[str]) -> list[str]:
     """`argv` safe from jhsingle-native-proxy's ``str.format`` of its command."""
     return [arg.replace("{", "{{").replace("}", "}}") for arg in argv]

@@ -4,19 +4,18 @@ account (`bcdiag.platform.researchers`), in its home, with the notebooks copied 
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
 
 from jupyterhub.spawner import LocalProcessSpawner
 from traitlets import Unicode
 
 from bcdiag.platform.researchers import (
-    ROOT_NEEDED,
     OsAccount,
     ResearcherAccountError,
     as_account,
     copy_notebooks_as,
     find_os_account,
+    require_root,
 )
 from bcdiag.settings import get_settings
 
@@ -32,8 +31,7 @@ class ResearcherSpawner(LocalProcessSpawner):  # type: ignore[misc]
 
     def account(self) -> OsAccount:
         """This user's OS account; an error the spawn page shows if there is none."""
-        if os.geteuid() != 0:
-            raise ResearcherAccountError(ROOT_NEEDED)
+        require_root()
         found = find_os_account(self.user.name)
         if found is None:
             raise ResearcherAccountError(

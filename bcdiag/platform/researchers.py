@@ -10,7 +10,7 @@ source tree. What a researcher cannot reach, and why:
   database, the blob store, MLflow's stores) is mode 0700, owned by the account that runs
   ``bcdiag run`` (`private_state`);
 - the server's environment carries none of bcdiag's connection settings or secrets
-  (`researcher_settings` lists what it does carry), and ``BCDIAG_HOME`` there is a folder
+  (`RESEARCHER_SETTINGS` lists what it does carry), and ``BCDIAG_HOME`` there is a folder
   in the researcher's home;
 - MLflow is reached through the hub's MLflow service with the server's own hub token, so
   the registry guard (`bcdiag.platform.registry_guard`) applies to kernels as to the UI.
@@ -31,6 +31,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bcdiag.errors import BcdiagError
 from bcdiag.platform.telemetry import telemetry_off_env
@@ -112,7 +113,8 @@ def find_os_account(name: str) -> OsAccount | None:
     return OsAccount(entry.pw_name, entry.pw_uid, entry.pw_gid, Path(entry.pw_dir))
 
 
-def _require_root() -> None:
+def require_root() -> None:
+    """An error unless this process can create and switch to OS accounts."""
     if os.geteuid() != 0:
         raise ResearcherAccountError(ROOT_NEEDED)
 
@@ -123,7 +125,7 @@ def ensure_os_account(name: str, homes: Path) -> OsAccount:
     found = find_os_account(name)
     if found is not None:
         return found
-    _require_root()
+    require_root()
     homes.mkdir(parents=True, exist_ok=True)
     account = os_name(name)
     home = homes / account
@@ -142,7 +144,7 @@ def remove_os_account(name: str) -> OsAccount | None:
     found = find_os_account(name)
     if found is None:
         return None
-    _require_root()
+    require_root()
     # Whatever the researcher left running (the hub has stopped their server) would
     # make userdel refuse.
     subprocess.run(["pkill", "--signal", "KILL", "--uid", str(found.uid)], timeout=30, check=False)
@@ -150,13 +152,14 @@ def remove_os_account(name: str) -> OsAccount | None:
     return found
 
 
-def _run_tool(*argv: str) -> None:
+def _run_tool(*argv: str, timeout_s: float = 60, **popen: Any) -> None:
+    """Run `argv`; an error naming it, with the end of its stderr, if it fails."""
     try:
-        subprocess.run(argv, check=True, capture_output=True, text=True, timeout=60)
+        subprocess.run(argv, check=True, capture_output=True, text=True, timeout=timeout_s, **popen)
     except FileNotFoundError as exc:
         raise ResearcherAccountError(f"{argv[0]} is not installed: {exc}") from exc
     except subprocess.CalledProcessError as exc:
-        raise ResearcherAccountError(f"{argv[0]} failed: {exc.stderr.strip()}") from exc
+        raise ResearcherAccountError(f"{argv[0]} failed: {exc.stderr.strip()[-500:]}") from exc
 
 
 def as_account(account: OsAccount) -> Callable[[], None]:
@@ -193,23 +196,15 @@ def copy_notebooks(source: Path, home: Path) -> list[str]:
 def run_as(account: OsAccount, *argv: str) -> None:
     """Run `argv` as `account` in its home (nothing there is written by root, so a link
     the researcher placed cannot redirect a write); an error with its stderr if it fails."""
-    try:
-        subprocess.run(
-            argv,
-            user=account.uid,
-            group=account.gid,
-            extra_groups=os.getgrouplist(account.name, account.gid),
-            env={"PATH": os.defpath, "HOME": str(account.home)},
-            cwd=account.home,
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    except subprocess.CalledProcessError as exc:
-        raise ResearcherAccountError(
-            f"{argv[0]} as {account.name} failed: {exc.stderr.strip()[-500:]}"
-        ) from exc
+    _run_tool(
+        *argv,
+        timeout_s=120,
+        user=account.uid,
+        group=account.gid,
+        extra_groups=os.getgrouplist(account.name, account.gid),
+        env={"PATH": os.defpath, "HOME": str(account.home)},
+        cwd=account.home,
+    )
 
 
 def copy_notebooks_as(account: OsAccount, source: Path) -> None:

@@ -47,11 +47,11 @@ def app_token(settings: Settings) -> str:
     return secret_file(settings.home / "hub" / "app-token")
 
 
-def app_token_config(settings: Settings) -> Path:
-    """A folder holding ``voila.json`` with `app_token` (0600; the token never appears
-    on a command line, which every account can read)."""
+def app_token_config(settings: Settings, token: str) -> Path:
+    """A folder holding ``voila.json`` with `token` (0600; the token never appears on a
+    command line, which every account can read)."""
     folder = settings.home / "hub" / "voila"
-    private_json(folder / "voila.json", {"Voila": {"token": app_token(settings)}})
+    private_json(folder / "voila.json", {"Voila": {"token": token}})
     return folder
 
 
@@ -86,9 +86,6 @@ def app_service(settings: Settings, base_url: str = "/") -> Service:
     ]  # fmt: skip
     if settings.app_pool_size > 0:
         argv += ["--preheat_kernel=True", f"--pool_size={settings.app_pool_size}"]
-    behind_hub = base_url != "/"
-    if behind_hub:
-        argv += [f"--Voila.config_file_paths={app_token_config(settings)}"]
     env = {
         "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri,
         "BCDIAG_HOME": str(settings.home),
@@ -97,9 +94,11 @@ def app_service(settings: Settings, base_url: str = "/") -> Service:
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "TQDM_DISABLE": "1",
     }
-    if behind_hub:
+    if base_url != "/":
+        token = app_token(settings)
+        argv.append(f"--Voila.config_file_paths={app_token_config(settings, token)}")
         env["BCDIAG_APP_BEHIND_HUB"] = "true"
-        env[PROXIED_TOKEN_ENV] = app_token(settings)
+        env[PROXIED_TOKEN_ENV] = token
     # Health: a static file, since rendering the page would start (and strand) a kernel.
     return Service("clinician app", argv, f"{url}{APP_HEALTH_PATH}", f"{url}/", env)
 
