@@ -25,14 +25,6 @@ def _default_notebooks() -> Path:
     return Path(__file__).resolve().parent.parent / "notebooks"
 
 
-_LOCKED_MIAS_PATIENTS = (
-    8, 13, 15, 30, 32, 33, 34, 47, 50, 57, 59, 60, 62, 70, 74, 77,
-    78, 79, 96, 97, 102, 105, 114, 116, 121, 122, 128, 140, 147, 150, 155, 161,
-)  # fmt: skip
-"""mini-MIAS patients (p008 …) whose films form the MG locked test set: those the
-seed-0 patient split holds out (64 films, 10 malignant)."""
-
-
 class Settings(BaseSettings):
     """bcdiag's configuration, read from ``BCDIAG_*`` environment variables."""
 
@@ -127,6 +119,23 @@ class Settings(BaseSettings):
         description="Seconds an analysis waits for the model registry's answer before it "
         "reports the registry unreachable (MLflow's own client retries for ~4 minutes).",
     )
+    prevalence_mg: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="This site's share of malignant mammograms, strictly between 0 and 1 "
+        "(e.g. 0.006 in screening; bcdiag's training sets hold far more). When set, cards, "
+        "reports and `bcdiag predict` also give each score as the probability at this "
+        "prevalence (prior shift), for models that recorded their training prevalence; "
+        "the call stays at the validated threshold. Default: unset (scores as calibrated "
+        "to the training set only).",
+    )
+    prevalence_us: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="As BCDIAG_PREVALENCE_MG, for breast ultrasound.",
+    )
 
     # retraining
     retrain_cron: str = Field(
@@ -173,24 +182,25 @@ class Settings(BaseSettings):
         "gained at least as much.",
     )
     locked_test_us: list[str] = Field(
-        default=["test-*"],
-        description="Locked test set of the US gate: shell patterns over BreastMNIST "
-        "image ids (JSON list). Default: the official test split (test-0 … test-155).",
+        default_factory=list,
+        description="Locked test set of the US gate: shell patterns over the base set's "
+        "patient ids (JSON list); empty (the default): the base set's own fixed test split "
+        "(busi256: 98 images).",
     )
     locked_test_mg: list[str] = Field(
-        default_factory=lambda: [f"p{n:03d}" for n in _LOCKED_MIAS_PATIENTS],
-        description="Locked test set of the MG gate: shell patterns over mini-MIAS patient "
-        "ids (JSON list). Default: 32 of 161 patients (64 films, 10 malignant).",
+        default_factory=list,
+        description="As BCDIAG_LOCKED_TEST_US, for mammograms (rsna640's test split: 423 "
+        "images of its test patients).",
     )
     base_folder_us: Path | None = Field(
         default=None,
         description="This site's own labelled ultrasound scans (a `--dataset folder` folder "
-        "whose labels.csv has a split column) to retrain on instead of BreastMNIST; its "
+        "whose labels.csv has a split column) to retrain on instead of busi256; its "
         "test rows are then the locked test set of the gate.",
     )
     base_folder_mg: Path | None = Field(
         default=None,
-        description="As BCDIAG_BASE_FOLDER_US, for mammograms instead of mini-MIAS.",
+        description="As BCDIAG_BASE_FOLDER_US, for mammograms instead of rsna640.",
     )
 
     # platform (hub)

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import base64
+import io
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import cv2
 import ipywidgets as widgets
 import mlflow
+import numpy as np
 import pytest
+from PIL import Image
 from sqlalchemy import select
 from test_inference import breastmnist_png, register
 from test_report import pdf_text
@@ -22,6 +26,7 @@ from bcdiag.app.clinician import HISTORY_TAB
 from bcdiag.models.bundle import ModelBundle
 from bcdiag.processes import free_port
 from bcdiag.serving.inference import Predictor
+from bcdiag.settings import get_settings
 from bcdiag.storage import Storage
 from bcdiag.storage.analysis_store import OUTCOME_LABELS
 from bcdiag.storage.models import AuditEvent
@@ -299,3 +304,48 @@ def test_an_unreachable_registry_is_a_message_in_the_card_area(
     assert "within 1 s" in text and "try again" in text and "Traceback" not in text
     assert "Finished 1 file(s): 0 analysed, 1 not analysed" in app.status.value
     assert app.progress.value == 1
+
+
+def _picture(card: widgets.Widget) -> Image.Image:
+    picture = next(w for w in card.children[0].children if isinstance(w, widgets.Image))
+    return Image.open(io.BytesIO(bytes(picture.value)))
+
+
+def test_the_card_shows_the_whole_upload_and_what_the_score_is_calibrated_to(
+    open_app: AppFactory, small_bundle: ModelBundle, data_dir: Path
+) -> None:
+    register(small_bundle)
+    app = open_app("alice")
+    pixels = np.asarray(Image.open(io.BytesIO(breastmnist_png(data_dir, 3))))
+    wide = io.BytesIO()
+    Image.fromarray(cv2.resize(pixels, (640, 400))).save(wide, format="PNG")
+    _upload(app, ("wide.png", wide.getvalue()))
+    (card,) = app.results.children
+    assert _picture(card).size == (640, 400)  # the upload's aspect, not the model's square
+    text = _texts(card)
+    trained = small_bundle.info["train_prevalence"]
+    assert f"(score calibrated to the training set, {100 * trained:.1f}% malignant)" in text
+    assert "site's prevalence" not in text
+
+
+def test_a_site_prevalence_gives_the_probability_at_it_on_card_and_report(
+    open_app: AppFactory, small_bundle: ModelBundle, data_dir: Path
+) -> None:
+    register(small_bundle)
+    app = open_app("alice")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BCDIAG_PREVALENCE_US", "0.01")
+        get_settings.cache_clear()
+        try:
+            _upload(app, ("lesion.png", breastmnist_png(data_dir, 3)))
+        finally:
+            get_settings.cache_clear()
+    (card,) = app.results.children
+    text = _texts(card)
+    assert "Probability at this site's prevalence (1.0%): <b>" in text
+    assert "the call does not change with the site's prevalence" in text
+    _find(card, widgets.Button, "Prepare PDF report").click()
+    link = re.search(r"base64,([A-Za-z0-9+/=]+)'", _texts(card))
+    assert link
+    pdf = " ".join(pdf_text(base64.b64decode(link.group(1))).splitlines())
+    assert "Probability at this site's prevalence (1.0%)" in pdf

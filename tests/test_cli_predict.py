@@ -22,8 +22,10 @@ from PIL import Image
 from bcdiag.cli.predict import predict
 from bcdiag.models.bundle import ModelBundle
 from bcdiag.models.champion_trail import force_champion
+from bcdiag.models.metrics import at_prevalence
 from bcdiag.models.registry import log_bundle, set_champion
 from bcdiag.serving.batch import score_files
+from bcdiag.settings import get_settings
 from bcdiag.storage import Storage
 
 pytestmark = pytest.mark.usefixtures("mlflow_tracking")
@@ -99,6 +101,33 @@ def test_cli_single_file_readable_line(champion: str, data_dir: Path, tmp_path: 
     assert "probability_malignant 0." in result.output and str(png) in result.output
 
 
+def test_json_states_the_training_prevalence_and_the_probability_at_the_site_s(
+    champion: str, small_bundle: ModelBundle, data_dir: Path, tmp_path: Path
+) -> None:
+    (png,) = write_pngs(data_dir, tmp_path, 1)
+    arguments = [str(png), "--modality", "us"]
+    plain = json.loads(CliRunner().invoke(predict, [*arguments, "--json"]).stdout)
+    trained = small_bundle.info["train_prevalence"]
+    assert plain["training_prevalence"] == trained
+    assert "site_prevalence" not in plain and "probability_at_site_prevalence" not in plain
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BCDIAG_PREVALENCE_US", "0.01")
+        get_settings.cache_clear()
+        try:
+            at_site = json.loads(CliRunner().invoke(predict, [*arguments, "--json"]).stdout)
+            line = CliRunner().invoke(predict, arguments).stdout
+        finally:
+            get_settings.cache_clear()
+    assert at_site == plain | {
+        "site_prevalence": 0.01,
+        "probability_at_site_prevalence": pytest.approx(
+            at_prevalence(plain["probability_malignant"], trained, 0.01), rel=1e-12
+        ),
+    }  # every other field as without the setting
+    shifted = at_site["probability_at_site_prevalence"]
+    assert f"(threshold {plain['threshold']:.3f}), {shifted:.4f} at site prevalence 0.01," in line
+
+
 def test_cli_png_without_modality_has_no_model(
     champion: str, data_dir: Path, tmp_path: Path
 ) -> None:
@@ -159,8 +188,6 @@ def test_broken_archive_is_rejected(champion: str, tmp_path: Path) -> None:
 def test_zip_over_the_size_limit_is_rejected(
     champion: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bcdiag.settings import get_settings
-
     archive = tmp_path / "big.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zipped:
         zipped.writestr("zeros.png", io.BytesIO(bytes(5000)).getvalue())

@@ -14,7 +14,7 @@ import pytest
 from own_folder import MAMMOGRAM_FOLDER, mammogram_folder
 from test_inference import breastmnist_png
 
-from bcdiag.datasets import ImageSet, breastmnist, folder, mias
+from bcdiag.datasets import ImageSet, breastmnist, folder, mias, near_duplicates_of_train
 from bcdiag.datasets.download import download
 from bcdiag.errors import BcdiagError
 
@@ -39,7 +39,7 @@ def test_breastmnist_official_split_and_malignant_is_positive(
 
 
 def test_breastmnist_near_duplicates_are_the_fifteen_known(breast: ImageSet) -> None:
-    flags = breastmnist.near_duplicates_of_train(breast)
+    flags = near_duplicates_of_train(breast)
     assert int(flags.sum()) == 15
     assert not flags[breast.split != "test"].any()
     assert flags[breast.ids.index("test-76")]  # pixel-identical to train-115
@@ -140,9 +140,9 @@ def test_download_verifies_md5_and_keeps_nothing_on_mismatch(
     good = hashlib.md5(payload, usedforsecurity=False).hexdigest()
     target = tmp_path / "data" / "breastmnist" / "breastmnist.npz"
     with pytest.raises(BcdiagError, match=r"expected 0+"):
-        download(f"{url}/breastmnist.npz", target, "0" * 32)
+        download(f"{url}/breastmnist.npz", target, "0" * 32, algorithm="md5")
     assert not target.exists() and not list(target.parent.glob("*.part"))
-    assert download(f"{url}/breastmnist.npz", target, good).read_bytes() == payload
+    assert download(f"{url}/breastmnist.npz", target, good, algorithm="md5").read_bytes() == payload
 
 
 def test_fetch_uses_official_name_and_md5(http_root: tuple[str, Path], tmp_path: Path) -> None:

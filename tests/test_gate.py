@@ -17,10 +17,12 @@ from PIL import Image
 from test_inference import breastmnist_png
 
 from bcdiag.datasets import ImageSet
+from bcdiag.datasets.catalog import load_dataset
 from bcdiag.datasets.folder import FolderDataError
 from bcdiag.datasets.mias import load as load_mias
 from bcdiag.lifecycle.gate import PROMOTED, REJECTED, Margins, Scores, judge, promote_if_passes
 from bcdiag.lifecycle.retrain_data import (
+    BASE_DATASETS,
     base_dataset,
     confirmed_set,
     load_base,
@@ -147,21 +149,23 @@ def test_margins_and_locked_sets_are_settings(monkeypatch: pytest.MonkeyPatch) -
     assert settings.retrain_cron == "0 3 * * 0"  # weekly by default
 
 
-def test_us_locked_test_set_is_the_official_test_split(breastmnist: ImageSet) -> None:
-    locked = lock_test_split(breastmnist, locked_patterns("US", get_settings()))
-    assert np.array_equal(locked.split, breastmnist.split)  # official train/valid/test kept
-    assert (locked.split == "test").sum() == 156
+def test_locked_test_sets_are_the_base_sets_own_test_splits(data_dir: Path) -> None:
+    settings = get_settings()
+    for modality, images, malignant in (("US", 98, 26), ("MG", 423, 148)):
+        base = load_dataset(BASE_DATASETS[modality], data_dir, image_size=28)
+        locked = lock_test_split(base, locked_patterns(modality, settings))
+        assert np.array_equal(locked.split, base.split)  # the maintainers' split kept
+        assert (len(locked.part("test")), int(locked.part("test").y.sum())) == (images, malignant)
 
 
-def test_mg_locked_test_set_is_the_fixed_patients_and_only_them(data_dir: Path) -> None:
-    patterns = locked_patterns("MG", get_settings())
+def test_locked_patterns_move_exactly_those_patients_to_test(data_dir: Path) -> None:
+    patterns = ["p00[1-8]", "p1[2-4]*"]  # mini-MIAS patients p001-p008 and p120-p149
     for seed in (0, 3):  # whatever split the data set itself draws
         locked = lock_test_split(load_mias(data_dir, image_size=28, seed=seed), patterns)
         test_patients = {g for g, s in zip(locked.groups, locked.split, strict=True) if s == "test"}
-        assert test_patients == set(patterns)
-        assert (locked.split == "test").sum() == 64 and locked.part("test").y.sum() == 10
+        assert test_patients == {f"p{n:03d}" for n in [*range(1, 9), *range(120, 150)]}
         for split in ("train", "valid"):
-            assert not set(locked.part(split).groups) & set(patterns)
+            assert not {g for g in locked.part(split).groups if g in test_patients}
 
 
 def test_a_locked_set_without_both_classes_is_refused(breastmnist: ImageSet) -> None:
@@ -218,7 +222,7 @@ def test_missing_base_data_is_named(tmp_path: Path, data_dir: Path) -> None:
     assert missing_base_data("US", data_dir, settings) is None
     assert missing_base_data("MG", data_dir, settings) is None
     assert "BCDIAG_DATA_DIR is not set" in str(missing_base_data("US", None, settings))
-    assert "base data set mias is missing" in str(missing_base_data("MG", tmp_path, settings))
+    assert "base data set rsna640 is missing" in str(missing_base_data("MG", tmp_path, settings))
     own = Settings(base_folder_mg=tmp_path / "films")
     assert "films/labels.csv is missing" in str(missing_base_data("MG", data_dir, own))
 
@@ -227,7 +231,7 @@ def test_a_site_folder_replaces_the_public_base_and_its_test_rows_are_locked(
     data_dir: Path, tmp_path: Path
 ) -> None:
     own = Settings(base_folder_mg=mammogram_folder(data_dir, tmp_path / "films"))
-    assert base_dataset("MG", own) == "folder" and base_dataset("US", own) == "breastmnist"
+    assert base_dataset("MG", own) == "folder" and base_dataset("US", own) == "busi256"
     assert missing_base_data("MG", None, own) is None  # no BCDIAG_DATA_DIR needed
     locked = locked_test_set("MG", data_dir, 32, own)
     assert locked.ids == [

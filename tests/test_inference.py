@@ -81,7 +81,8 @@ def test_probability_equals_bundle_probabilities(small_bundle: ModelBundle, us_s
     trained_at = datetime.fromtimestamp(registered / 1000, UTC)
     assert datetime.now(UTC) - trained_at < timedelta(minutes=5)
     assert result.model == inference.ModelRef("bcdiag-us", "1", logged.sha256, trained_at)
-    assert result.heatmap is None
+    assert result.heatmap is None and result.display_heatmap is None
+    np.testing.assert_array_equal(result.display, us_scan.image)  # 28 px: shown as uploaded
     payload = result.as_json()
     assert payload["model"] == {
         "name": "bcdiag-us",
@@ -90,14 +91,18 @@ def test_probability_equals_bundle_probabilities(small_bundle: ModelBundle, us_s
         "trained_at": trained_at.isoformat(),
     }
     assert {"file", "probability_malignant", "call", "threshold"} <= payload.keys()
+    assert payload["training_prevalence"] == small_bundle.info["train_prevalence"]
 
 
 def test_heatmap_is_an_image_sized_map_in_unit_range(
     small_bundle: ModelBundle, us_scan: Scan
 ) -> None:
     register(small_bundle)
-    heat = Predictor().predict(us_scan, "lesion.png", heatmap=True).heatmap
+    prediction = Predictor().predict(us_scan, "lesion.png", heatmap=True)
+    heat = prediction.heatmap
     assert heat is not None
+    assert prediction.display_heatmap is not None
+    assert prediction.display_heatmap.shape == prediction.display.shape == us_scan.image.shape
     assert heat.shape == (small_bundle.image_size,) * 2
     assert heat.dtype == np.float32
     assert heat.min() >= 0.0 and heat.max() <= 1.0

@@ -1,49 +1,77 @@
-"""Each preprocessing step on images whose right answer is known."""
+"""Each preprocessing step on images whose right answer is known, and on real mammograms."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
+from PIL import Image
 
-from bcdiag.preprocess import crop_to_foreground, orient_chest_wall_left, pad_to_square, prepare
+from bcdiag.preprocess import (
+    breast_mask,
+    chest_wall_on_right,
+    letterbox,
+    looks_inverted,
+    prepare,
+    prepare_framed,
+)
 
 
-def _breast_on(side: str) -> np.ndarray:
-    image = np.zeros((100, 80), dtype=np.float32)
-    if side == "left":
-        image[20:80, :30] = 0.8
-    else:
-        image[20:80, 50:] = 0.8
-    return image
+def _breast_on(side: str, shape: tuple[int, int] = (200, 160)) -> np.ndarray:
+    """A bright half-disc (the breast) against one side of a black image, with a bright
+    burned-in label in the opposite top corner."""
+    rows, cols = shape
+    yy, xx = np.mgrid[:rows, :cols]
+    wall = 0 if side == "left" else cols - 1
+    image = np.where((yy - rows / 2) ** 2 + (xx - wall) ** 2 < (0.4 * rows) ** 2, 0.7, 0.0)
+    label_cols = slice(cols - 20, cols - 5) if side == "left" else slice(5, 20)
+    image[5:12, label_cols] = 1.0
+    return image.astype(np.float32)
 
 
-def test_right_breast_is_mirrored_left_breast_is_not() -> None:
+def test_chest_wall_side_from_header_else_from_brightness() -> None:
     right = _breast_on("right")
-    assert orient_chest_wall_left(right, "R")[:, :30].mean() > 0.3
-    left = _breast_on("left")
-    np.testing.assert_array_equal(orient_chest_wall_left(left, "L"), left)
+    assert chest_wall_on_right(right, "R") and chest_wall_on_right(right, None)
+    assert not chest_wall_on_right(_breast_on("left"), None)
+    assert not chest_wall_on_right(right, "L")  # the header wins
 
 
-def test_unknown_laterality_puts_brighter_side_left() -> None:
-    oriented = orient_chest_wall_left(_breast_on("right"), None)
-    assert oriented[:, :40].sum() > oriented[:, 40:].sum()
+def test_inverted_mammogram_is_detected_by_its_bright_frame() -> None:
+    image = _breast_on("left")
+    assert not looks_inverted(image)
+    assert looks_inverted(1.0 - image)
 
 
-def test_crop_keeps_exactly_the_bright_box() -> None:
-    cropped = crop_to_foreground(_breast_on("left"))
-    assert cropped.shape == (60, 30)
-    assert float(cropped.min()) == np.float32(0.8)
+def test_breast_mask_is_the_largest_region_without_the_label() -> None:
+    mask = breast_mask(_breast_on("left"))
+    assert mask is not None
+    assert mask[100, 10] and not mask[8, 150]  # breast in, burned-in label out
+    assert breast_mask(np.zeros((64, 64), np.float32)) is None
 
 
-def test_crop_leaves_an_almost_empty_image_alone() -> None:
-    image = np.zeros((50, 50), dtype=np.float32)
-    image[0, 0] = 1.0
-    assert crop_to_foreground(image).shape == (50, 50)
+def test_letterbox_keeps_aspect_and_places_as_asked() -> None:
+    out, (top, left, rows, cols) = letterbox(np.ones((100, 50), np.float32), 64, left_aligned=True)
+    assert (rows, cols) == (64, 32) and (top, left) == (0, 0)
+    assert out[:, :32].all() and not out[:, 32:].any()
+    out, (top, left, rows, cols) = letterbox(np.ones((50, 100), np.float32), 64, left_aligned=False)
+    assert (top, left, rows, cols) == (16, 0, 32, 64)
 
 
-def test_pad_to_square_keeps_content_in_the_corner() -> None:
-    padded = pad_to_square(np.ones((10, 4), dtype=np.float32))
-    assert padded.shape == (10, 10)
-    assert padded[:, :4].all() and not padded[:, 4:].any()
+def test_mammogram_prepared_upright_cropped_chest_wall_left_labels_out() -> None:
+    image = _breast_on("right")
+    for stored in (image, 1.0 - image):  # also when stored inverted
+        out, framing = prepare_framed(stored, modality="MG", laterality=None, size=64)
+        assert framing.flipped and framing.inverted == (stored is not image)
+        assert out[:, :8].mean() > 0.5  # tissue against the left edge
+        assert out[:4].max() < 0.9  # the 1.0 label is gone
+
+
+def test_ultrasound_keeps_its_frame() -> None:
+    image = np.full((100, 100), 0.9, np.float32)  # bright everywhere: not "inverted" for US
+    out, framing = prepare_framed(image, modality="US", laterality=None, size=32)
+    assert not framing.inverted and not framing.flipped and framing.box == (0, 100, 0, 100)
+    assert np.allclose(out, 0.9)
 
 
 def test_prepare_gives_single_channel_square_in_unit_range() -> None:
@@ -56,6 +84,31 @@ def test_prepare_gives_single_channel_square_in_unit_range() -> None:
 
 
 def test_prepare_is_deterministic() -> None:
-    image = np.linspace(0, 1, 200 * 300, dtype=np.float32).reshape(200, 300)
+    image = _breast_on("right")
     first = prepare(image, modality="MG", laterality="R", size=32)
     np.testing.assert_array_equal(first, prepare(image, modality="MG", laterality="R", size=32))
+
+
+def _hot_spot(values: np.ndarray) -> tuple[int, int]:
+    row, col = np.unravel_index(int(np.argmax(values)), values.shape)
+    return int(row), int(col)
+
+
+@pytest.mark.parametrize("name", ["5_640805896.jpg", "45_310190625.jpg"])  # upright, inverted
+def test_a_blob_in_a_real_mammogram_maps_back_onto_itself(data_dir: Path, name: str) -> None:
+    """What lights up at the blob in the model input lands on the blob in the upload,
+    through inversion, crop, mirror and letterbox."""
+    path = data_dir / "rsna640" / "images" / name
+    original = np.asarray(Image.open(path).convert("L"), np.float32) / 255
+    mask = breast_mask(1.0 - original if looks_inverted(original) else original)
+    assert mask is not None
+    inside = np.argwhere(mask[40:-40, 40:-40]) + 40
+    for row, col in inside[:: max(1, len(inside) // 3)][:3]:
+        image = original.copy()
+        image[row - 6 : row + 6, col - 6 : col + 6] = 0.0 if looks_inverted(original) else 1.0
+        prepared, framing = prepare_framed(image, modality="MG", laterality=None, size=128)
+        brightest = prepared == prepared.max()
+        back = framing.to_original(brightest.astype(np.float32))
+        found = np.argwhere(back > 0.5).mean(axis=0)
+        assert back.shape == original.shape
+        assert abs(found[0] - row) < 10 and abs(found[1] - col) < 10, (found, row, col)

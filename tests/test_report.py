@@ -84,7 +84,7 @@ def test_report_states_result_model_user_and_disclaimer(
     assert DISCLAIMER in lines
     assert HOSTILE_NAME in lines  # shown literally, not interpreted as markup
     for expected in (
-        "73.4 %",
+        "73.4%",
         "US",
         "bcdiag-us version 12 (sha256 0123456789ab)",
         "2026-11-27 09:15 UTC",
@@ -93,8 +93,11 @@ def test_report_states_result_model_user_and_disclaimer(
         assert expected in lines
     text = " ".join(lines)
     assert (
-        "suspicious at threshold 0.410 (validation sensitivity 90.0 %, specificity 62.5 %)" in text
+        "suspicious at threshold 0.410 on the score (sensitivity 90.0%, specificity 62.5% on "
+        "validation)" in text
     )
+    assert "score calibrated to the training set, whose share of malignant images is not" in text
+    assert "site's prevalence" not in text
     assert "Model trained" not in text
     assert pdf.count(b"/Subtype /Image") == 2
 

@@ -1,14 +1,14 @@
 """Retraining cycles end to end: papermill notebook, real MLflow server, real storage.
 
-Small data, tiny training (one member, two epochs). So that no assertion rests on a
-lucky training outcome, each gate decision is between models whose quality is set
-by construction, not by how one short training run went: a champion whose scores are
-constant (its final layer zeroed: AUC exactly 0.5, and at threshold 0.999 it flags
-nothing) loses to a challenger trained on the real labels, and a challenger trained
-on inverted labels (anti-informative: AUC far below 0.5 on the untouched locked test
-set) loses to that champion. ``pytest --train-seed 0,1,2,3,4`` runs the cycle test
-once per recipe seed (given through ``BCDIAG_RETRAIN_RECIPE``, which the notebook
-kernel and the CLI processes inherit); CI runs seed 0.
+The US base set (busi256, all of it) at a tiny size (64 px, one member, two epochs).
+So that no assertion rests on a lucky training outcome, each gate decision is between
+models whose quality is set by construction, not by how one short training run went: a
+champion whose scores are constant (its final layer zeroed: AUC exactly 0.5, and at
+threshold 0.999 it flags nothing) loses to a challenger trained on the real labels, and
+a challenger trained on inverted labels (anti-informative: AUC far below 0.5 on the
+untouched locked test set) loses to that champion. ``pytest --train-seed 0,1,2,3,4``
+runs the cycle test once per recipe seed (given through ``BCDIAG_RETRAIN_RECIPE``, which
+the notebook kernel and the CLI processes inherit); CI runs seed 0.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import pytest
 import torch
+from base_sets import TINY_RECIPE, base_dir_copy
 from mlflow import MlflowClient
 from own_folder import mammogram_folder
 from sqlalchemy import select
@@ -81,18 +81,6 @@ def _constant(bundle: ModelBundle) -> ModelBundle:
     return dataclasses.replace(bundle, members=members, temperature=1.0, operating_point=point)
 
 
-def _inverted_data_dir(data_dir: Path, target: Path) -> Path:
-    """A BCDIAG_DATA_DIR whose BreastMNIST has every training and validation label
-    inverted (benign <-> malignant); the test labels, the locked test set, untouched."""
-    with np.load(data_dir / "breastmnist" / "breastmnist.npz") as npz:
-        arrays = {key: npz[key] for key in npz.files}
-    for key in ("train_labels", "val_labels"):
-        arrays[key] = 1 - arrays[key]
-    (target / "breastmnist").mkdir(parents=True)
-    np.savez(target / "breastmnist" / "breastmnist.npz", **arrays)
-    return target
-
-
 def _audit(storage: Storage) -> list[tuple[str, str, str]]:
     """The audit trail of the models (uploads, analyses and feedback left out)."""
     with storage.sessions() as session:
@@ -118,7 +106,8 @@ def test_feedback_challenger_gate_rejection_and_rollback(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     storage = home_storage
-    monkeypatch.setenv("BCDIAG_RETRAIN_RECIPE", json.dumps({"seed": train_seed}))
+    tiny = {**TINY_RECIPE, "seed": train_seed}
+    monkeypatch.setenv("BCDIAG_RETRAIN_RECIPE", json.dumps(tiny))  # kernels inherit it
     get_settings.cache_clear()
     with mlflow.start_run():
         log_bundle(_constant(small_bundle))
@@ -150,7 +139,7 @@ def test_feedback_challenger_gate_rejection_and_rollback(
     assert run.info.status == "FINISHED" and run.data.tags["gate_decision"] == "promoted"
     params = run.data.params
     assert (params["confirmed_used"], params["n_train"], params["n_test_locked"]) == (
-        "3", "549", "156",
+        "3", "467", "98",
     )  # fmt: skip
     assert params["seed"] == str(train_seed)
     artifacts = {a.path for a in MlflowClient().list_artifacts(result["run_id"])}
@@ -159,7 +148,9 @@ def test_feedback_challenger_gate_rejection_and_rollback(
     versions.append(_analyse(storage, predictor, data_dir, 6))  # the new champion, no restart
 
     # A challenger trained on inverted labels is rejected; the champion stays.
-    inverted = _inverted_data_dir(data_dir, tmp_path / "inverted")
+    inverted = base_dir_copy(
+        data_dir, tmp_path / "inverted", ["busi256"], per_split_and_class=None, invert_labels=True
+    )
     (rejected,) = run_cycle(
         modalities=["US"], data_dir=inverted, overrides={"epochs": 2, "members": 1}, user="t"
     )
@@ -214,8 +205,8 @@ def test_a_failed_cycle_is_visible_and_leaves_the_champion(
         log_bundle(small_bundle)
     set_champion("bcdiag-us", "1")
     broken = tmp_path / "broken"
-    (broken / "breastmnist").mkdir(parents=True)
-    (broken / "breastmnist" / "breastmnist.npz").write_bytes(b"not an npz file")
+    (broken / "busi256").mkdir(parents=True)
+    (broken / "busi256" / "labels.csv").write_text("file,label,split\nmissing.png,benign,train\n")
     (outcome,) = run_cycle(modalities=["US"], data_dir=broken, overrides={"epochs": 1})
     assert outcome.decision == FAILED and outcome.champion_version == "1"
     assert "notebook retrain failed" in outcome.reason

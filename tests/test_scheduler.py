@@ -19,6 +19,7 @@ import click
 import psutil
 import pytest
 import yaml
+from base_sets import TINY_RECIPE, base_dir_copy
 from mlflow import MlflowClient
 
 from bcdiag.cli import main
@@ -199,11 +200,18 @@ def test_the_kubernetes_cronjob_matches_the_settings_and_the_cli() -> None:
 
 @pytest.mark.slow
 def test_first_start_trains_a_champion_for_each_modality_without_one(
-    home: Path, mlflow_tracking: str, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+    home: Path,
+    mlflow_tracking: str,
+    data_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("BCDIAG_DATA_DIR", str(data_dir))
-    monkeypatch.setenv("BCDIAG_RETRAIN_MODALITIES", '["US"]')
-    monkeypatch.setenv("BCDIAG_RETRAIN_RECIPE", '{"epochs": 3, "members": 1}')
+    """Both base recipes, tiny (64 px, 2 epochs): all of busi256, 40 rsna640 patients."""
+    base = base_dir_copy(data_dir, tmp_path / "data", ["busi256"], per_split_and_class=None)
+    base_dir_copy(data_dir, base, ["rsna640"], per_split_and_class=10)
+    monkeypatch.setenv("BCDIAG_DATA_DIR", str(base))
+    monkeypatch.setenv("BCDIAG_RETRAIN_MODALITIES", '["US", "MG"]')
+    monkeypatch.setenv("BCDIAG_RETRAIN_RECIPE", json.dumps(TINY_RECIPE))
     get_settings.cache_clear()
     settings = get_settings()
     scheduler = Scheduler(settings.retrain_cron)
@@ -211,16 +219,21 @@ def test_first_start_trains_a_champion_for_each_modality_without_one(
     firing = first_start(settings, scheduler)
 
     assert firing is not None and firing.result == RAN, firing
-    (outcome,) = firing.outcomes
-    assert (outcome["model"], outcome["decision"], outcome["champion_version"]) == (
+    us, mg = firing.outcomes
+    assert (us["model"], us["decision"], us["champion_version"]) == (
         "bcdiag-us", "promoted", None
     )  # fmt: skip
-    assert outcome["reason"].startswith("no champion yet")
+    assert us["reason"].startswith("no champion yet")
     current = champion("bcdiag-us")
-    assert current is not None and current.version == outcome["challenger_version"]
-    run = MlflowClient().get_run(outcome["run_id"])
-    assert run.data.params["epochs"] == "3"  # the BCDIAG_RETRAIN_RECIPE values were used
-    assert first_start(settings, scheduler) is None  # a champion exists: nothing to do
+    assert current is not None and current.version == us["challenger_version"]
+    # 20 locked MG images cannot show a tiny model above chance: trained, registered, gated
+    assert (mg["model"], mg["challenger_version"]) == ("bcdiag-mg", "1")
+    assert mg["reason"].startswith("no champion yet"), mg
+    for outcome, dataset in ((us, "busi256"), (mg, "rsna640")):
+        params = MlflowClient().get_run(outcome["run_id"]).data.params
+        assert (params["dataset"], params["architecture"], params["image_size"]) == (
+            dataset, "efficientnet_lite0", "64"
+        )  # the base recipe, with the BCDIAG_RETRAIN_RECIPE values  # fmt: skip
     assert [f.result for f in scheduler.history] == [RAN]
 
 

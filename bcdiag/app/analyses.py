@@ -32,8 +32,8 @@ NO_MODEL = "no-model"
 class AnalysisAccepted:
     """A scored upload: the stored analysis, the prediction, and the images to show.
 
-    ``image_png`` is the model's view of the scan (grey, windowed, upscaled as the
-    heatmap is); ``heatmap_png`` is the Grad-CAM overlay on it.
+    ``image_png`` is the upload as shown (`Prediction.display`: whole, aspect kept, at
+    most 1024 px, bright tissue on dark); ``heatmap_png`` is the Grad-CAM overlay on it.
     """
 
     analysis: StoredAnalysis
@@ -129,13 +129,13 @@ def _score(
         return AnalysisRejected(
             filename, NO_MODEL, _no_model_message(filename, metadata.modality), scan
         )
-    heat = prediction.heatmap
+    heat = prediction.display_heatmap
     if heat is None:
         raise RuntimeError("Predictor.predict(heatmap=True) returned no heatmap")
-    heatmap_png = overlay_png(prediction.prepared, heat)
+    heatmap_png = overlay_png(prediction.display, heat)
     # The plain image through the same upscaling as the overlay, so both line up; kept
     # as a blob so a reopened analysis shows exactly what was shown the first time.
-    image_png = overlay_png(prediction.prepared, np.zeros_like(heat), alpha=0.0)
+    image_png = overlay_png(prediction.display, np.zeros_like(heat), alpha=0.0)
     image_sha256 = hashlib.sha256(image_png).hexdigest()
     storage.blobs.put(image_sha256, image_png)
     trained = prediction.model.trained_at
@@ -161,6 +161,10 @@ def _score(
                 ),
                 "image_sha256": image_sha256,
                 "model_trained_at": trained_at,
+                "shown_inverted": prediction.inverted,
+                "training_prevalence": prediction.training_prevalence,
+                "site_prevalence": prediction.site_prevalence,
+                "probability_at_site_prevalence": prediction.probability_at_site_prevalence,
             },
         )
     )

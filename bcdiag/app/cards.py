@@ -15,7 +15,14 @@ from datetime import UTC, datetime
 import ipywidgets as widgets
 
 from bcdiag.app.analyses import audit_report_download
-from bcdiag.app.report import DISCLAIMER, analysis_pdf
+from bcdiag.app.report import (
+    DISCLAIMER,
+    analysis_pdf,
+    calibration_text,
+    image_note,
+    operating_point_text,
+    site_fact,
+)
 from bcdiag.models.bundle import SUSPICIOUS
 from bcdiag.storage import Storage
 from bcdiag.storage.analysis_store import StoredAnalysis, StoredFeedback
@@ -41,20 +48,26 @@ def recorded_html(feedback: StoredFeedback | None) -> str:
 
 
 def summary_html(analysis: StoredAnalysis) -> str:
-    """The card's text; every user-supplied value is escaped."""
+    """The card's text; every user-supplied value is escaped (the wording from
+    `bcdiag.app.report` holds none)."""
     details = analysis.details
     call_class = "bcdiag-suspicious" if analysis.call == SUSPICIOUS else "bcdiag-clear"
     trained_at = details.get("model_trained_at")
     trained = f"trained {trained_at}" if trained_at else "training date not recorded"
     source = f" ({details['modality_source']})" if details.get("modality_source") else ""
+    site = site_fact(details)
+    note = image_note(details)
+    site_html = "" if site is None else f"<p class='bcdiag-site'>{site[0]}: <b>{site[1]}</b></p>"
+    note_html = "" if note is None else f"<p class='bcdiag-image-note'>Image {note}.</p>"
     return (
         f"<h4>{html.escape(analysis.filename)}</h4>"
         f"<p class='bcdiag-probability'>Probability of malignancy: "
-        f"<b>{analysis.probability:.1%}</b></p>"
-        f"<p class='{call_class}'>Call: <b>{html.escape(analysis.call)}</b> at threshold "
-        f"{analysis.threshold:.3f} (validation sensitivity "
-        f"{float(details.get('sensitivity', float('nan'))):.0%}, specificity "
-        f"{float(details.get('specificity', float('nan'))):.0%})</p>"
+        f"<b>{analysis.probability:.1%}</b> "
+        f"<span class='bcdiag-calibration'>({calibration_text(details)})</span></p>"
+        f"{site_html}"
+        f"<p class='{call_class}'>Call: <b>{html.escape(analysis.call)}</b> "
+        f"{operating_point_text(analysis)}</p>"
+        f"{note_html}"
         f"<p>Modality: {html.escape(str(details.get('modality', 'unknown')))}"
         f"{html.escape(source)} · "
         f"Model: <span class='bcdiag-model'>{html.escape(analysis.model_name)} version "

@@ -1,14 +1,23 @@
-"""The one-page PDF report of an analysis (reportlab).
+"""The one-page PDF report of an analysis (reportlab), and the wording about what the
+score means that the report and the card share.
 
 Every text that comes from a user (file name, user name, note) is escaped before
 it reaches a `Paragraph`, whose mini-markup would otherwise interpret it. The PDF
 is built with reportlab's ``invariant`` mode: the same inputs give the same bytes.
+
+A model's score is calibrated to its training set (rsna640's mammograms: 34% malignant,
+BreastMNIST: 27%; screening: under 1%), so both say so; where the site set its prevalence
+(``BCDIAG_PREVALENCE_MG`` / ``_US``), the probability at it is shown as well, and the
+call, made at the validated threshold on the score, is said not to change with it.
 """
 
 from __future__ import annotations
 
 import io
+import math
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 from xml.sax.saxutils import escape
 
 from PIL import Image as PilImage
@@ -25,6 +34,57 @@ DISCLAIMER = "Decision support only — not a diagnosis. Research software, not 
 
 IMAGE_SIDE = 8 * cm
 SHORT_SHA = 12
+CALL_UNCHANGED = "the call does not change with the site's prevalence"
+"""Said wherever a probability at the site's prevalence is shown."""
+
+
+def calibration_text(details: Mapping[str, Any]) -> str:
+    """What the probability is calibrated to, from an analysis's ``details``."""
+    trained = details.get("training_prevalence")
+    if not isinstance(trained, float | int):
+        return (
+            "score calibrated to the training set, whose share of malignant images is not recorded"
+        )
+    return f"score calibrated to the training set, {percent(trained)} malignant"
+
+
+def site_fact(details: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The probability at the site's prevalence as (label, value); None when the site
+    set no prevalence for the modality."""
+    site = details.get("site_prevalence")
+    if not isinstance(site, float | int):
+        return None
+    label = f"Probability at this site's prevalence ({percent(site)})"
+    at_site = details.get("probability_at_site_prevalence")
+    if not isinstance(at_site, float | int):
+        return label, "not available: this model did not record its training prevalence"
+    return label, percent(at_site)
+
+
+def image_note(details: Mapping[str, Any]) -> str | None:
+    """How the image is shown when that differs from the file: None when it does not."""
+    if not details.get("shown_inverted"):
+        return None
+    return "shown as mammograms are read, bright tissue on dark; the file stores it inverted"
+
+
+def operating_point_text(analysis: StoredAnalysis) -> str:
+    """What the call is made at: the threshold on the score and its operating point on
+    validation (and, where the site set its prevalence, that the call ignores it)."""
+    details = analysis.details
+    text = (
+        f"at threshold {analysis.threshold:.3f} on the score "
+        f"(sensitivity {percent(details.get('sensitivity'))}, "
+        f"specificity {percent(details.get('specificity'))} on validation)"
+    )
+    return f"{text}; {CALL_UNCHANGED}" if site_fact(details) is not None else text
+
+
+def percent(value: object) -> str:
+    """A share as a percentage (two significant digits under 1%), or "not recorded"."""
+    if not isinstance(value, float | int) or math.isnan(value):
+        return "not recorded"
+    return f"{100 * value:.1f}%" if value == 0 or value >= 0.01 else f"{100 * value:.2g}%"
 
 
 def analysis_pdf(
@@ -61,7 +121,7 @@ def analysis_pdf(
     story: list[Flowable] = [
         Paragraph("Breast scan analysis report", styles["Title"]),
         _text(analysis.filename or f"scan {analysis.scan_sha256[:SHORT_SHA]}", styles["Heading3"]),
-        _images(image_png, heatmap_png, body),
+        _images(image_png, heatmap_png, analysis.details, body),
         Spacer(1, 0.5 * cm),
         _facts(analysis, user, generated_at, body),
         Spacer(1, 0.8 * cm),
@@ -76,9 +136,13 @@ def _text(value: str, style: ParagraphStyle) -> Paragraph:
     return Paragraph(escape(value), style)
 
 
-def _images(image_png: bytes, heatmap_png: bytes, style: ParagraphStyle) -> Table:
+def _images(
+    image_png: bytes, heatmap_png: bytes, details: Mapping[str, Any], style: ParagraphStyle
+) -> Table:
+    note = image_note(details)
+    caption = "Image" if note is None else f"Image ({note})"
     cells = [[_image(image_png), _image(heatmap_png)]]
-    cells.append([_text("Image", style), _text("Heatmap (Grad-CAM, malignant class)", style)])
+    cells.append([_text(caption, style), _text("Heatmap (Grad-CAM, malignant class)", style)])
     return Table(cells, colWidths=[IMAGE_SIDE + 0.5 * cm] * 2)
 
 
@@ -93,18 +157,16 @@ def _facts(
     analysis: StoredAnalysis, user: str, generated_at: datetime, style: ParagraphStyle
 ) -> Table:
     details = analysis.details
-    point = (
-        f"{analysis.call} at threshold {analysis.threshold:.3f} "
-        f"(validation sensitivity {_percent(details.get('sensitivity'))}, "
-        f"specificity {_percent(details.get('specificity'))})"
-    )
     model = (
         f"{analysis.model_name} version {analysis.model_version} "
         f"(sha256 {analysis.model_sha256[:SHORT_SHA]})"
     )
+    site = site_fact(details)
     rows = [
-        ("Probability of malignancy", _percent(analysis.probability)),
-        ("Call at the operating point", point),
+        ("Probability of malignancy", percent(analysis.probability)),
+        ("What the probability is", calibration_text(details)),
+        *([site] if site is not None else []),
+        ("Call at the operating point", f"{analysis.call} {operating_point_text(analysis)}"),
         ("Modality", str(details.get("modality", "unknown"))),
         ("Model", model),
     ]
@@ -124,10 +186,6 @@ def _facts(
         [("VALIGN", (0, 0), (-1, -1), "TOP"), ("GRID", (0, 0), (-1, -1), 0.25, colors.grey)]
     )
     return table
-
-
-def _percent(value: object) -> str:
-    return f"{100 * value:.1f} %" if isinstance(value, float | int) else "not recorded"
 
 
 def _when(moment: datetime) -> str:

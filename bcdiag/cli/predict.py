@@ -32,6 +32,12 @@ def predict(
     """Score each file (folders: every file inside; .zip/.tar/.tar.gz: unpacked) with the
     champion model of its modality; many files are scored on Dask, in completion order.
 
+    probability_malignant is calibrated to the model's training set, whose share of
+    malignant images is training_prevalence (null: not recorded). Where
+    BCDIAG_PREVALENCE_MG / _US is set, each result also gives site_prevalence and
+    probability_at_site_prevalence (null when the model did not record its training
+    prevalence); the call stays at the validated threshold.
+
     Exits 0 when every file was scored, 1 when any was rejected or had no model.
     """
     from bcdiag.serving.batch import score_files  # torch, dask, mlflow: load on use
@@ -49,9 +55,15 @@ def _line(result: dict[str, Any]) -> str:
     if not result["ok"]:
         return f"REJECTED [{result['code']}] {result['message']}"
     model = result["model"]
+    at_site = result.get("probability_at_site_prevalence")
+    site = (
+        ""
+        if at_site is None
+        else f", {at_site:.4f} at site prevalence {result['site_prevalence']:g}"
+    )
     text = (
         f"{result['call']}: probability_malignant {result['probability_malignant']:.3f} "
-        f"(threshold {result['threshold']:.3f}), {model['name']} version {model['version']} "
-        f"sha256 {model['sha256'][:12]}, {result['file']}"
+        f"(threshold {result['threshold']:.3f}){site}, {model['name']} version "
+        f"{model['version']} sha256 {model['sha256'][:12]}, {result['file']}"
     )
     return f"{text}, heatmap {result['heatmap']}" if "heatmap" in result else text

@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 SPLITS = ("train", "valid", "test")
+NEAR_DUPLICATE_MAE = 2.0  # grey levels: BUSI's repeated frames (see the shared data README)
 
 
 @dataclass(frozen=True)
@@ -98,3 +99,13 @@ def patient_splits(
     names = ["train"] * n_train + ["valid"] * n_valid
     names += ["test"] * (len(unique) - len(names))
     return {unique[i]: names[rank] for rank, i in enumerate(order)}
+
+
+def near_duplicates_of_train(images: ImageSet) -> NDArray[np.bool_]:
+    """Test images within `NEAR_DUPLICATE_MAE` grey levels of some training image."""
+    train = images.part("train").x.reshape(-1, images.x[0].size) * 255.0
+    flags = np.zeros(len(images), dtype=bool)
+    for index in np.flatnonzero(images.split == "test"):
+        mae = np.abs(train - images.x[index].reshape(1, -1) * 255.0).mean(axis=1)
+        flags[index] = float(mae.min()) <= NEAR_DUPLICATE_MAE
+    return flags

@@ -29,7 +29,6 @@ MD5 = {
     224: "b56378a6eefa9fed602bb16d192d4c8b",
 }
 _SPLIT_KEYS = {"train": "train", "valid": "val", "test": "test"}
-NEAR_DUPLICATE_MAE = 2.0  # grey levels; see the shared data README
 
 
 def file_name(size: int) -> str:
@@ -42,7 +41,8 @@ def file_name(size: int) -> str:
 def fetch(data_dir: Path, size: int = 28, url_template: str = ZENODO_URL) -> Path:
     """Download the `size` px file from MedMNIST's Zenodo record and verify its MD5."""
     name = file_name(size)
-    return download(url_template.format(file=name), data_dir / "breastmnist" / name, MD5[size])
+    target = data_dir / "breastmnist" / name
+    return download(url_template.format(file=name), target, MD5[size], algorithm="md5")
 
 
 def _as_png(pixels: NDArray[np.uint8]) -> bytes:
@@ -80,13 +80,3 @@ def load(data_dir: Path, size: int = 28, image_size: int | None = None) -> Image
         "breastmnist", "US", np.stack(xs), np.asarray(ys, dtype=np.int64), ids, list(ids),
         np.asarray(splits),
     )  # fmt: skip
-
-
-def near_duplicates_of_train(images: ImageSet) -> NDArray[np.bool_]:
-    """Test images within `NEAR_DUPLICATE_MAE` grey levels of some training image."""
-    train = images.part("train").x.reshape(-1, images.x[0].size) * 255.0
-    flags = np.zeros(len(images), dtype=bool)
-    for index in np.flatnonzero(images.split == "test"):
-        mae = np.abs(train - images.x[index].reshape(1, -1) * 255.0).mean(axis=1)
-        flags[index] = float(mae.min()) <= NEAR_DUPLICATE_MAE
-    return flags

@@ -19,6 +19,7 @@ evaluated on. All images must be of one modality (one model per modality).
 from __future__ import annotations
 
 import csv
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -37,14 +38,23 @@ class FolderDataError(BcdiagError):
     """The folder's labels or files cannot make a data set; the message lists why."""
 
 
-def load(folder: Path, image_size: int, seed: int = 0, *, split_required: bool = False) -> ImageSet:
+def load(
+    folder: Path,
+    image_size: int,
+    seed: int = 0,
+    *,
+    split_required: bool = False,
+    excluded: Collection[str] = (),
+) -> ImageSet:
     """Every labelled image of `folder`, prepared at `image_size`, split by patient.
 
     Args:
         split_required: refuse a labels.csv without a split column (a locked test set
             must not move when images are added).
+        excluded: ``file`` values left out on purpose (known-unusable images of a public
+            set, listed with their reasons where the set is declared).
     """
-    rows = _read_labels(folder)
+    rows = [(line, row) for line, row in _read_labels(folder) if row["file"] not in excluded]
     problems: list[str] = []
     xs, ys, ids, groups, splits, modalities = [], [], [], [], [], set()
     for line, row in rows:

@@ -15,7 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bcdiag.datasets.breastmnist import load, near_duplicates_of_train
+from bcdiag.datasets import near_duplicates_of_train
+from bcdiag.datasets.breastmnist import load
 from bcdiag.models.evaluate import Evaluation, evaluate
 from bcdiag.models.metrics import operating_point
 from bcdiag.models.recipe import Recipe, recipe_for

@@ -1,10 +1,11 @@
 """What a retraining cycle trains and tests on, per modality.
 
-- The **base data set** of the modality (`BASE_DATASETS`) with its **locked test set**
-  fixed in the settings (``locked_test_us``, ``locked_test_mg``: shell patterns over
-  patient ids; a BreastMNIST image is its own patient). Locked patients go to the
-  ``test`` split and only there; other patients keep their split, except that an
-  unlocked ``test`` patient moves to ``train``. Thresholds are chosen on ``valid``.
+- The **base data set** of the modality (`BASE_DATASETS`: rsna640 screening mammograms,
+  busi256 ultrasound) with its **locked test set**: the set's own fixed test split, or
+  the patients matching the ``locked_test_us`` / ``locked_test_mg`` settings (shell
+  patterns over patient ids) when they are set: locked patients go to ``test`` and
+  only there; other patients keep their split, except that an unlocked ``test`` patient
+  moves to ``train``. Thresholds are chosen on ``valid``.
   A site with its own labelled scans sets ``base_folder_us`` / ``base_folder_mg`` (a
   `bcdiag.datasets.folder` folder with a split column): it replaces the public set,
   and its ``test`` rows are the locked test set.
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from bcdiag.datasets import ImageSet, breastmnist, folder
+from bcdiag.datasets import ImageSet, folder, near_duplicates_of_train
 from bcdiag.datasets.catalog import load_dataset
 from bcdiag.errors import BcdiagError, ConfigurationError, ScanRejected
 from bcdiag.preprocess import prepare
@@ -32,8 +33,7 @@ from bcdiag.scans import read_scan
 from bcdiag.settings import Settings, get_settings
 from bcdiag.storage import Storage
 
-BASE_DATASETS = {"US": "breastmnist", "MG": "mias"}
-_BASE_FILES = {"US": Path("breastmnist", breastmnist.file_name(28)), "MG": Path("mias/labels.csv")}
+BASE_DATASETS = {"US": "busi256", "MG": "rsna640"}
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def missing_base_data(modality: str, data_dir: Path | None, settings: Settings) 
         return None if labels.is_file() else f"its base folder has no labels ({labels} is missing)"
     if data_dir is None:
         return "BCDIAG_DATA_DIR is not set, so there is no base data set"
-    path = data_dir / _BASE_FILES[modality]
+    path = data_dir / BASE_DATASETS[modality] / folder.LABELS_FILE
     if not path.exists():
         return f"its base data set {BASE_DATASETS[modality]} is missing ({path} does not exist)"
     return None
@@ -93,18 +93,22 @@ def locked_patterns(modality: str, settings: Settings) -> list[str]:
 
 
 def lock_test_split(images: ImageSet, patterns: list[str]) -> ImageSet:
-    """`images` with exactly the patients matching `patterns` in ``test``.
+    """`images` with exactly the patients matching `patterns` in ``test`` (no patterns:
+    the set's own test split).
 
     Raises:
         ConfigurationError: the locked set has fewer than 2 cases of either class.
     """
-    locked = np.asarray([any(fnmatchcase(g, p) for p in patterns) for g in images.groups])
-    split = np.where(locked, "test", np.where(images.split == "test", "train", images.split))
+    if patterns:
+        locked = np.asarray([any(fnmatchcase(g, p) for p in patterns) for g in images.groups])
+        split = np.where(locked, "test", np.where(images.split == "test", "train", images.split))
+    else:
+        locked, split = images.split == "test", images.split
     positives = int(images.y[locked].sum())
     if min(positives, int(locked.sum()) - positives) < 2:
         raise ConfigurationError(
-            f"the locked test set of {images.name} ({patterns}) has {int(locked.sum())} "
-            f"images, {positives} malignant; it needs 2+ of each class"
+            f"the locked test set of {images.name} ({patterns or 'its test split'}) has "
+            f"{int(locked.sum())} images, {positives} malignant; it needs 2+ of each class"
         )
     return ImageSet(
         images.name, images.modality, images.x, images.y, images.ids, images.groups, split
@@ -185,7 +189,7 @@ def _near_duplicates(reference: ImageSet, candidates: ImageSet) -> np.ndarray:
         np.zeros(len(ids), dtype=np.int64), ids, ids,
         np.asarray(["train"] * len(reference) + ["test"] * len(candidates)),
     )  # fmt: skip
-    return breastmnist.near_duplicates_of_train(probe)[len(reference) :]
+    return near_duplicates_of_train(probe)[len(reference) :]
 
 
 def challenger_set(

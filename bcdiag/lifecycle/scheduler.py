@@ -28,10 +28,10 @@ from typing import Any
 
 from croniter import croniter
 
-from bcdiag.datasets import breastmnist
+from bcdiag.datasets import public_sets
 from bcdiag.errors import BcdiagError, ConfigurationError
 from bcdiag.lifecycle.retrain import CycleOutcome, CycleRunning, run_cycle
-from bcdiag.lifecycle.retrain_data import missing_base_data
+from bcdiag.lifecycle.retrain_data import base_dataset, missing_base_data
 from bcdiag.models.registry import champion, model_name_for
 from bcdiag.processes import end_descendants
 from bcdiag.settings import Settings
@@ -109,24 +109,24 @@ class Scheduler:
 def first_start(settings: Settings, scheduler: Scheduler) -> Firing | None:
     """Train, gate and promote a champion for each modality that has none (if enabled).
 
-    Base data: BCDIAG_DATA_DIR if it exists, else <home>/data, where BreastMNIST is downloaded
-    (checksum verified) when the US champion is missing. Modalities without base
-    data are left alone. Returns the firing, or None when there was nothing to do.
+    Base data: BCDIAG_DATA_DIR if it exists, else <home>/data, where each missing
+    modality's public base set is downloaded first (pinned, every file's SHA-256
+    verified; `bcdiag.datasets.public_sets`). Modalities without base data are left
+    alone, with the reason. Returns the firing, or None when there was nothing to do.
     """
     if not settings.train_on_first_start:
         return None
     folder = settings.base_data_dir
     downloadable = folder == settings.home / "data"  # bcdiag fetches only into its own folder
-    trainable = [
-        m
-        for m in settings.retrain_modalities
-        if missing_base_data(m, folder, settings) is None or (downloadable and m == "US")
-    ]
-    missing = [m for m in trainable if champion(model_name_for(m)) is None]
+    missing = [m for m in settings.retrain_modalities if champion(model_name_for(m)) is None]
+    if downloadable:
+        for modality in missing:
+            dataset = base_dataset(modality, settings)
+            if dataset != "folder" and missing_base_data(modality, folder, settings):
+                _fetch_base_set(dataset, folder)
+    missing = [m for m in missing if missing_base_data(m, folder, settings) is None]
     if not missing:
         return None
-    if downloadable and missing_base_data("US", folder, settings) is not None:
-        _fetch_breastmnist(folder)
     print(
         f"first start: no champion for {', '.join(missing)}; training one now",
         file=sys.stderr,
@@ -137,10 +137,10 @@ def first_start(settings: Settings, scheduler: Scheduler) -> Firing | None:
     )
 
 
-def _fetch_breastmnist(folder: Path) -> None:
+def _fetch_base_set(name: str, folder: Path) -> None:
     try:
-        breastmnist.fetch(folder)
-    except BcdiagError as error:  # offline: the cycle skips US and says why
+        public_sets.fetch(name, folder)
+    except BcdiagError as error:  # offline or incomplete: that modality is skipped, and why
         print(f"first start: {error}", file=sys.stderr, flush=True)
 
 

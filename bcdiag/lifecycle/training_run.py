@@ -18,18 +18,14 @@ import mlflow
 import torch
 
 from bcdiag.datasets import SPLITS, ImageSet
-from bcdiag.datasets.breastmnist import near_duplicates_of_train
 from bcdiag.datasets.catalog import load_dataset
 from bcdiag.errors import BcdiagError
+from bcdiag.lifecycle.evaluation import evaluate_parts, log_evaluation, score_parts
 from bcdiag.models.bundle import ModelBundle
 from bcdiag.models.distributed import train_bundle_distributed
-from bcdiag.models.evaluate import Evaluation, evaluate, format_table
-from bcdiag.models.plots import (
-    calibration_figure,
-    confusion_figure,
-    roc_figure,
-    training_curves_figure,
-)
+from bcdiag.models.evaluate import Evaluation, format_table
+from bcdiag.models.model_card import ARTIFACT as CARD_ARTIFACT
+from bcdiag.models.model_card import model_card
 from bcdiag.models.recipe import ARTIFACT as RECIPE_ARTIFACT
 from bcdiag.models.recipe import Recipe
 from bcdiag.models.registry import (
@@ -58,55 +54,6 @@ class TrainingResult:
     def table(self) -> str:
         """The evaluations as a plain-text table."""
         return format_table(self.evaluations)
-
-
-def evaluate_bundle(bundle: ModelBundle, images: ImageSet) -> list[Evaluation]:
-    """Validation, test and (BreastMNIST) test without near-duplicates of training images."""
-    threshold = bundle.operating_point.threshold
-    parts = [("valid", images.part("valid")), ("test", images.part("test"))]
-    if images.name == "breastmnist":
-        dedup = images.subset((images.split == "test") & ~near_duplicates_of_train(images))
-        parts.append(("test_dedup", dedup))
-    return [
-        evaluate(part.y, bundle.probabilities(part.x), threshold, name=name) for name, part in parts
-    ]
-
-
-def _log_plots(
-    bundle: ModelBundle,
-    images: ImageSet,
-    evaluations: list[Evaluation],
-    history: list[dict[str, float]],
-) -> None:
-    curves = {}
-    for name in ("valid", "test"):
-        part = images.part(name)
-        curves[name] = (part.y, bundle.probabilities(part.x))
-    points = {e.name: e.operating_point for e in evaluations if e.name in curves}
-    test = next(e for e in evaluations if e.name == "test")
-    mlflow.log_figure(roc_figure(curves, points), "plots/roc.png")
-    mlflow.log_figure(
-        confusion_figure(test.operating_point, "test split"), "plots/confusion_test.png"
-    )
-    mlflow.log_figure(calibration_figure(*curves["test"]), "plots/calibration_test.png")
-    if history:
-        mlflow.log_figure(training_curves_figure(history), "plots/training_curves.png")
-
-
-def log_evaluation(
-    bundle: ModelBundle,
-    images: ImageSet,
-    evaluations: list[Evaluation],
-    history: list[dict[str, float]],
-) -> None:
-    """Log the evaluations' metrics, temperature, threshold, plots and table to the active run."""
-    for evaluation in evaluations:
-        mlflow.log_metrics(evaluation.as_dict())
-    mlflow.log_metrics(
-        {"temperature": bundle.temperature, "threshold": bundle.operating_point.threshold}
-    )
-    _log_plots(bundle, images, evaluations, history)
-    mlflow.log_text(format_table(evaluations), "evaluation.txt")
 
 
 def run_training(
@@ -150,9 +97,12 @@ def run_training(
             bundle = train_bundle_distributed(images, recipe, processes, run_id=run.info.run_id)
         else:
             bundle = train_bundle(images, recipe, cbs=[callback])
-        evaluations = evaluate_bundle(bundle, images)
-        log_evaluation(bundle, images, evaluations, callback.history)
-        registered = log_bundle(bundle) if register else None
+        parts = score_parts(bundle, images, external=False)
+        evaluations = evaluate_parts(bundle, parts)
+        log_evaluation(bundle, parts, evaluations, callback.history)
+        card = model_card(bundle, images, evaluations, params)
+        mlflow.log_text(card, CARD_ARTIFACT)
+        registered = log_bundle(bundle, card=card) if register else None
         seconds = time.perf_counter() - start
         mlflow.log_metric("train_seconds", seconds)
     return TrainingResult(run.info.run_id, bundle, evaluations, registered, seconds)
@@ -167,7 +117,8 @@ def run_evaluation(
     experiment: str = "bcdiag",
     run_id: str | None = None,
 ) -> list[Evaluation]:
-    """Evaluate a registered version on a data set's splits.
+    """Evaluate a registered version on a data set: on its valid and test splits when
+    the version was trained on it, else on every image (external validation).
 
     Args:
         version: a version number, ``"champion"`` or ``"latest"`` (the newest).
@@ -184,11 +135,20 @@ def run_evaluation(
     bundle, info = load_version(model_name, version)
     seed = int(bundle.info.get("config", {}).get("seed", 0))
     images = load_dataset(dataset, data_dir, bundle.image_size, seed)
+    external = dataset != bundle.info.get("dataset")
     mlflow.set_experiment(experiment)
     name = f"evaluate-{model_name}-v{version}-{dataset}"
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else name):
-        mlflow.log_params({"model_name": model_name, "model_version": version, "dataset": dataset})
+        mlflow.log_params(
+            {
+                "model_name": model_name,
+                "model_version": version,
+                "dataset": dataset,
+                "external": external,
+            }
+        )
         mlflow.set_tag("bcdiag.model_sha256", info.sha256)
-        evaluations = evaluate_bundle(bundle, images)
-        log_evaluation(bundle, images, evaluations, [])
+        parts = score_parts(bundle, images, external=external)
+        evaluations = evaluate_parts(bundle, parts)
+        log_evaluation(bundle, parts, evaluations, [])
     return evaluations

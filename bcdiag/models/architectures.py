@@ -112,6 +112,40 @@ ARCHITECTURES: dict[str, Callable[[int, int], nn.Module]] = {
 }
 
 
+class Tail(nn.Module):
+    """An EfficientNet from its `first` stage on: what training changes when the stem and
+    the stages before `first` stay frozen (`split_frozen`). Shares the model's modules."""
+
+    def __init__(self, model: nn.Module, first: int) -> None:
+        super().__init__()
+        self.model, self.first = model, first
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        m = self.model
+        x = m.bn2(m.conv_head(m.blocks[self.first :](features)))  # type: ignore[index,operator]
+        logits: torch.Tensor = m.forward_head(x)  # type: ignore[operator]
+        return logits
+
+
+def split_frozen(model: nn.Module, stages: int) -> tuple[nn.Module, nn.Module]:
+    """(frozen head, trained tail) of a timm EfficientNet: the stem and its first `stages`
+    stages, in eval mode without gradients, and the rest (`Tail`). Both share `model`'s
+    modules, so training the tail trains `model`.
+
+    Raises:
+        ConfigurationError: `model` has no EfficientNet stages, or fewer than `stages`.
+    """
+    blocks = getattr(model, "blocks", None)
+    if not isinstance(blocks, nn.Sequential) or not 0 < stages < len(blocks):
+        raise ConfigurationError(
+            f"frozen_blocks={stages} needs an EfficientNet architecture with more stages "
+            f"(efficientnet_lite0 has 7); {type(model).__name__} does not fit"
+        )
+    frozen = nn.Sequential(model.conv_stem, model.bn1, *blocks[:stages])  # type: ignore[arg-type]
+    frozen.eval().requires_grad_(False)
+    return frozen, Tail(model, stages)
+
+
 def build_model(name: str, n_in: int = 1, n_out: int = 2, weights: Path | None = None) -> nn.Module:
     """A fresh model by registry name; `weights` (a local state-dict file) when given."""
     if name not in ARCHITECTURES:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from torch import nn
 from bcdiag.errors import BcdiagError, ScanRejected
 from bcdiag.models.architectures import build_model
 from bcdiag.models.metrics import apply_temperature
-from bcdiag.preprocess import prepare
+from bcdiag.preprocess import Framing, prepare_framed
 from bcdiag.scans.rules import reject
 from bcdiag.scans.types import Scan
 
@@ -49,11 +49,13 @@ class OperatingPointSpec:
 @dataclass(frozen=True)
 class Scored:
     """One image through a bundle: the model input, its calibrated probability of
-    malignancy and the call at the bundle's operating point."""
+    malignancy, the call at the bundle's operating point, and where the input came from
+    in the scan (None for images given already prepared)."""
 
     prepared: NDArray[np.float32]
     probability: float
     call: str
+    framing: Framing | None = None
 
 
 @dataclass
@@ -85,9 +87,12 @@ class ModelBundle:
 
     def views(self, batch: torch.Tensor) -> list[torch.Tensor]:
         """The test-time views of a normalised batch (N, 1, H, W) whose logits are averaged:
-        the image, its mirror (`tta_flip`), and each of them turned by `tta_rotations` degrees.
+        the image, its flip (`tta_flip`: upside down for mammograms, whose chest wall
+        preprocessing puts on the left; mirrored otherwise), and each of them turned by
+        `tta_rotations` degrees.
         """
-        upright = [batch, batch.flip(3)] if self.tta_flip else [batch]
+        flipped = batch.flip(2 if self.modality == "MG" else 3)
+        upright = [batch, flipped] if self.tta_flip else [batch]
         return upright + [rotate(view, d) for d in self.tta_rotations for view in upright]
 
     def logits(
@@ -138,18 +143,25 @@ class ModelBundle:
             Per scan, in order: its `Scored`, or a ``wrong-modality`` `ScanRejected`
             when its modality is not the bundle's (one rejection never fails the rest).
         """
-        prepared: list[NDArray[np.float32] | ScanRejected] = []
+        prepared: list[tuple[NDArray[np.float32], Framing] | ScanRejected] = []
         for name, scan in scans:
             try:
                 prepared.append(self._prepare(name, scan))
             except ScanRejected as error:
                 prepared.append(error)
-        images = [image for image in prepared if not isinstance(image, ScanRejected)]
-        scored = iter(self.score_prepared(np.stack(images), nets) if images else ())
+        framed = [item for item in prepared if not isinstance(item, ScanRejected)]
+        images = np.stack([image for image, _ in framed]) if framed else None
+        scored = iter(
+            replace(item, framing=framing)
+            for item, (_, framing) in zip(
+                self.score_prepared(images, nets) if images is not None else (), framed, strict=True
+            )
+        )
         return [item if isinstance(item, ScanRejected) else next(scored) for item in prepared]
 
-    def _prepare(self, name: str, scan: Scan) -> NDArray[np.float32]:
-        """The model input for `scan` (`bcdiag.preprocess.prepare` at the bundle's size)."""
+    def _prepare(self, name: str, scan: Scan) -> tuple[NDArray[np.float32], Framing]:
+        """The model input for `scan` and its framing (`bcdiag.preprocess.prepare_framed`
+        at the bundle's size)."""
         modality = scan.metadata.modality
         if modality is not None and modality != self.modality:
             raise reject(
@@ -159,7 +171,9 @@ class ModelBundle:
                 f"Use the bcdiag {modality} model.",
             )
         laterality = scan.metadata.laterality
-        return prepare(scan.image, modality=modality, laterality=laterality, size=self.image_size)
+        return prepare_framed(
+            scan.image, modality=modality, laterality=laterality, size=self.image_size
+        )
 
     def save(self, path: Path) -> str:
         """Write the bundle; returns its sha256 (record it to load it later)."""

@@ -298,3 +298,27 @@ def apply_temperature(logits: npt.ArrayLike, t: float) -> FloatArray:
     if not t > 0:
         raise ValueError(f"temperature must be positive, got {t}")
     return np.asarray(special.expit(np.asarray(logits, dtype=np.float64) / t), dtype=np.float64)
+
+
+def at_prevalence(p: float, trained: float, site: float) -> float:
+    """Probability `p`, calibrated to a population whose share of malignant cases is
+    `trained`, as the probability in one whose share is `site` (prior shift):
+    odds' = odds × [site / (1 − site)] / [trained / (1 − trained)]
+    (Saerens, Latinne & Decaestecker 2002, Neural Comput. 14(1); Elkan 2001, IJCAI).
+
+    It assumes the site's images of each class look like the training set's (only the
+    class shares differ). The map is strictly increasing in `p`, so a decision at a
+    threshold on `p` is the same decision as at the threshold mapped alike: bcdiag keeps
+    the call at the validated threshold on `p`, and the call does not change with `site`.
+
+    Raises:
+        ValueError: `p` outside [0, 1], or a prevalence not strictly between 0 and 1.
+    """
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"p must be a probability in [0, 1], got {p}")
+    for name, share in (("trained", trained), ("site", site)):
+        if not 0.0 < share < 1.0:
+            raise ValueError(f"the {name} prevalence must be strictly between 0 and 1, got {share}")
+    malignant = p * site / trained
+    other = (1.0 - p) * (1.0 - site) / (1.0 - trained)
+    return malignant / (malignant + other)

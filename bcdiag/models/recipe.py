@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
 from bcdiag.errors import BcdiagError
@@ -33,6 +33,9 @@ class Recipe(BaseModel):
 
     architecture: str = "bcnet16"
     image_size: int = 28
+    # EfficientNet stages kept at their ImageNet weights; their output is computed once
+    # per image, so an epoch costs only the stages after them (0: train every layer)
+    frozen_blocks: int = Field(default=0, ge=0)
     epochs: int = 40
     batch_size: int = 32
     lr: float = 3e-3
@@ -117,7 +120,20 @@ class Recipe(BaseModel):
 
 def recipe_for(dataset: str, changes: Mapping[str, Any] | None = None, source: str = "") -> Recipe:
     """The recipe bcdiag trains `dataset` with, `changes` replacing its fields."""
-    if dataset == "mias":
+    if dataset == "rsna640":
+        # EfficientNet-Lite0 from ImageNet, the first 5 of 7 stages frozen and computed
+        # once: what 2 CPU cores train within the first start's 30 minutes. 384 px
+        # letterboxed beat 512 on valid in the GPU sweep (benchmarks/results/).
+        base = Recipe(
+            architecture="efficientnet_lite0", image_size=384, frozen_blocks=5, epochs=8,
+            batch_size=32, lr=2e-3, weight_decay=1e-2, members=1, tta_rotations=(),
+        )  # fmt: skip
+    elif dataset == "busi256":
+        base = Recipe(
+            architecture="efficientnet_lite0", image_size=224, frozen_blocks=4, epochs=12,
+            batch_size=32, lr=2e-3, weight_decay=1e-2, members=1, tta_rotations=(),
+        )  # fmt: skip
+    elif dataset == "mias":
         # 64 px keeps masses and the breast outline, not calcifications: a CPU-sized
         # research baseline on 322 digitised films, not a screening model.
         base = Recipe(image_size=64, epochs=30, members=2, batch_size=16, lr=2e-3)

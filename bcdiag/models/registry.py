@@ -23,6 +23,7 @@ from mlflow.exceptions import MlflowException
 
 from bcdiag.errors import BcdiagError
 from bcdiag.models.bundle import ModelBundle
+from bcdiag.models.model_card import ARTIFACT as CARD_ARTIFACT
 from bcdiag.models.pyfunc import BUNDLE_ARTIFACT, MODEL_CODE, SHA256_KEY, signature, synthetic_png
 
 MODEL_NAMES = {"US": "bcdiag-us", "MG": "bcdiag-mg"}
@@ -62,7 +63,11 @@ def model_name_for(modality: str) -> str:
 
 
 def log_bundle(
-    bundle: ModelBundle, *, registered_name: str | None = None, example_png: bytes | None = None
+    bundle: ModelBundle,
+    *,
+    registered_name: str | None = None,
+    example_png: bytes | None = None,
+    card: str | None = None,
 ) -> RegisteredModel:
     """Log `bundle` as a pyfunc in the active run and register it.
 
@@ -70,6 +75,8 @@ def log_bundle(
         bundle: the trained bundle.
         registered_name: default `model_name_for` the bundle's modality.
         example_png: a real scan for the input example; default a synthetic image.
+        card: the model card (Markdown): logged with the model as ``model_card.md`` and
+            made the registered version's description.
     """
     run = mlflow.active_run()
     if run is None:
@@ -83,10 +90,14 @@ def log_bundle(
         sha256 = bundle.save(path)
         code = Path(folder) / "bcdiag_model.py"
         code.write_text(MODEL_CODE)
+        artifacts = {BUNDLE_ARTIFACT: str(path)}
+        if card is not None:
+            artifacts[CARD_ARTIFACT] = str(Path(folder) / CARD_ARTIFACT)
+            Path(artifacts[CARD_ARTIFACT]).write_text(card)
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(code),
-            artifacts={BUNDLE_ARTIFACT: str(path)},
+            artifacts=artifacts,
             model_config={SHA256_KEY: sha256},
             signature=signature(),
             input_example=example,
@@ -95,6 +106,8 @@ def log_bundle(
         )
     mlflow.set_tag(SHA256_KEY, sha256)
     version = mlflow.register_model(info.model_uri, name, tags={SHA256_KEY: sha256})
+    if card is not None:
+        MlflowClient().update_model_version(name, version.version, description=card)
     return RegisteredModel(run.info.run_id, info.model_uri, name, str(version.version), sha256)
 
 

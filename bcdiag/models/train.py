@@ -27,10 +27,12 @@ from fastai.optimizer import Adam
 from fastai.torch_core import TensorCategory, TensorImageBW
 from fastai.vision.augment import aug_transforms
 from fastai.vision.data import Normalize
+from fastprogress.fastprogress import progress_bar
 from numpy.typing import NDArray
+from torch import nn
 
 from bcdiag.datasets import ImageSet
-from bcdiag.models.architectures import build_model
+from bcdiag.models.architectures import build_model, split_frozen
 from bcdiag.models.bundle import ModelBundle, OperatingPointSpec
 from bcdiag.models.metrics import choose_threshold, fit_temperature, operating_point
 from bcdiag.models.recipe import Recipe
@@ -39,23 +41,41 @@ from bcdiag.settings import get_settings
 
 
 class ArrayDataset:
-    """Indexable (image, label) pairs as fastai tensor types."""
+    """Indexable (input, label) pairs as fastai tensor types: images (N, H, W) as
+    `TensorImageBW`, or cached feature maps (N, C, H, W) as plain tensors."""
 
-    def __init__(self, x: NDArray[np.float32], y: NDArray[np.int64]) -> None:
+    def __init__(self, x: NDArray[np.float32] | torch.Tensor, y: NDArray[np.int64]) -> None:
         self.x, self.y = x, y
 
     def __len__(self) -> int:
         return len(self.y)
 
-    def __getitem__(self, i: int) -> tuple[TensorImageBW, TensorCategory]:
-        return TensorImageBW(torch.from_numpy(self.x[i])[None]), TensorCategory(int(self.y[i]))
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, TensorCategory]:
+        label = TensorCategory(int(self.y[i]))
+        if isinstance(self.x, torch.Tensor):
+            return self.x[i], label
+        return TensorImageBW(torch.from_numpy(self.x[i])[None]), label
+
+
+class FlipFeatures(Callback):  # type: ignore[misc]  # fastai is untyped
+    """Training augmentation on cached feature maps: half of each batch turned upside
+    down (the only flip that keeps a mammogram's chest wall on the left)."""
+
+    def before_batch(self) -> None:
+        if self.training:
+            (x,) = self.learn.xb
+            upside_down = torch.rand(len(x), 1, 1, 1, device=x.device) < 0.5
+            self.learn.xb = (torch.where(upside_down, x.flip(2), x),)
 
 
 def make_dataloaders(images: ImageSet, config: Recipe, mean: float, std: float) -> DataLoaders:
-    """Train (augmented, shuffled) and valid (plain) fastai DataLoaders."""
+    """Train (augmented, shuffled) and valid (plain) fastai DataLoaders of images.
+
+    Mammograms are never mirrored left-right: preprocessing puts the chest wall on the left.
+    """
     normalize = Normalize.from_stats([mean], [std])
     augment = aug_transforms(
-        do_flip=True,
+        do_flip=images.modality != "MG",
         flip_vert=False,
         max_rotate=config.max_rotate,
         max_zoom=config.max_zoom,
@@ -65,30 +85,61 @@ def make_dataloaders(images: ImageSet, config: Recipe, mean: float, std: float) 
         p_lighting=0.75,
     )
     train, valid = images.part("train"), images.part("valid")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return DataLoaders(
-        TfmdDL(
-            ArrayDataset(train.x, train.y),
-            bs=config.batch_size,
-            shuffle=True,
-            drop_last=True,
-            after_batch=[*augment, normalize],
-            num_workers=0,  # in-memory arrays: worker processes only add start-up cost
-        ),
-        TfmdDL(ArrayDataset(valid.x, valid.y), bs=256, after_batch=[normalize], num_workers=0),
-        device=device,
+    return _dataloaders(
+        ArrayDataset(train.x, train.y),
+        ArrayDataset(valid.x, valid.y),
+        config.batch_size,
+        train_tfms=[*augment, normalize],
+        valid_tfms=[normalize],
     )
 
 
+def _dataloaders(
+    train: ArrayDataset,
+    valid: ArrayDataset,
+    batch_size: int,
+    train_tfms: Sequence[Any] = (),
+    valid_tfms: Sequence[Any] = (),
+) -> DataLoaders:
+    return DataLoaders(
+        TfmdDL(
+            train,
+            bs=batch_size,
+            shuffle=True,
+            drop_last=True,
+            after_batch=list(train_tfms),
+            num_workers=0,  # in-memory arrays: worker processes only add start-up cost
+        ),
+        TfmdDL(valid, bs=256, after_batch=list(valid_tfms), num_workers=0),
+        device=torch.device("cuda" if torch.cuda.is_available() else "cpu"),
+    )
+
+
+def cached_features(
+    frozen: nn.Module, x: NDArray[np.float32], mean: float, std: float, batch: int = 64
+) -> torch.Tensor:
+    """The frozen head's output for every prepared image (N, size, size), on the CPU."""
+    out = []
+    with torch.inference_mode():
+        for start in progress_bar(range(0, len(x), batch), leave=False):
+            images = torch.from_numpy(np.ascontiguousarray(x[start : start + batch]))[:, None]
+            out.append(frozen((images - mean) / std))
+    return torch.cat(out) if out else torch.zeros(0)
+
+
 def build_learner(
-    dls: DataLoaders, train_y: NDArray[np.int64], config: Recipe, cbs: Sequence[Callback] = ()
+    dls: DataLoaders,
+    model: nn.Module,
+    train_y: NDArray[np.int64],
+    config: Recipe,
+    cbs: Sequence[Callback] = (),
 ) -> Learner:
-    """A fastai Learner with class-weighted, label-smoothed cross-entropy."""
+    """A fastai Learner for `model` with class-weighted, label-smoothed cross-entropy."""
     positives = max(int(train_y.sum()), 1)
     weight = torch.tensor([1.0, (len(train_y) - positives) / positives], device=dls.device)
     learner = Learner(
         dls,
-        build_model(config.architecture),
+        model,
         loss_func=CrossEntropyLossFlat(weight=weight, label_smoothing=config.label_smoothing),
         opt_func=partial(Adam, wd=config.weight_decay, decouple_wd=True),
         metrics=[RocAucBinary()],
@@ -114,16 +165,31 @@ def fit_member(
 ) -> dict[str, torch.Tensor]:
     """Train one ensemble member; its weights as CPU tensors.
 
+    With ``frozen_blocks``, the frozen head runs once per image and the tail trains on
+    its cached output, augmented by `FlipFeatures`.
+
     Args:
         stats: the training split's (mean, std), fixed for every member.
         fit: how the learner is fitted for (epochs, lr); data-parallel training in a
             launched process group passes `bcdiag.models.distributed.fit_data_parallel`.
     """
     with reproducible(config.seed * 1000 + member, get_settings().torch_threads):
-        dls = make_dataloaders(images, config, *stats)  # its shuffling RNG is seeded here
-        learner = build_learner(dls, images.part("train").y, config, cbs)
+        model = build_model(config.architecture)
+        train = images.part("train")
+        if config.frozen_blocks:
+            frozen, trained = split_frozen(model, config.frozen_blocks)
+            valid = images.part("valid")
+            dls = _dataloaders(  # its shuffling RNG is seeded here
+                ArrayDataset(cached_features(frozen, train.x, *stats), train.y),
+                ArrayDataset(cached_features(frozen, valid.x, *stats), valid.y),
+                config.batch_size,
+            )
+            learner = build_learner(dls, trained, train.y, config, [FlipFeatures(), *cbs])
+        else:
+            dls = make_dataloaders(images, config, *stats)  # its shuffling RNG is seeded here
+            learner = build_learner(dls, model, train.y, config, cbs)
         fit(learner, config.epochs, config.lr)
-    return {k: v.detach().float().cpu().clone() for k, v in learner.model.state_dict().items()}
+    return {k: v.detach().float().cpu().clone() for k, v in model.state_dict().items()}
 
 
 def finish_bundle(
@@ -142,7 +208,13 @@ def finish_bundle(
         std=stats[1],
         members=members,
         tta_rotations=tuple(float(d) for d in config.tta_rotations),
-        info={"dataset": images.name, "config": config.as_dict(), **(info or {})},
+        info={
+            "dataset": images.name,
+            "config": config.as_dict(),
+            # share of malignant images the model learnt from: scores are calibrated to it
+            "train_prevalence": float(images.part("train").y.mean()),
+            **(info or {}),
+        },
     )
     valid = images.part("valid")
     bundle.temperature = fit_temperature(valid.y, bundle.logits(valid.x))

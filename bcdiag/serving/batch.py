@@ -80,9 +80,9 @@ def score_file(
     except ScanRejected as error:
         return _rejected(Verdict.rejection(verdict.file, error))
     result = {**prediction.as_json(), "ok": True}
-    if heatmap_dir is not None and prediction.heatmap is not None:
+    if heatmap_dir is not None and prediction.display_heatmap is not None:
         target = heatmap_dir / f"{path.stem}_heatmap.png"
-        target.write_bytes(overlay_png(prediction.prepared, prediction.heatmap))
+        target.write_bytes(overlay_png(prediction.display, prediction.display_heatmap))
         result["heatmap"] = str(target)
     return result
 

@@ -37,9 +37,10 @@ from torch import nn
 from bcdiag.errors import BcdiagError, ScanRejected
 from bcdiag.models.bundle import ModelBundle
 from bcdiag.models.champion_trail import recorded_champion, target
+from bcdiag.models.metrics import at_prevalence
 from bcdiag.models.registry import CHAMPION, MODEL_NAMES, load_version
 from bcdiag.scans import Scan
-from bcdiag.serving.heatmaps import grad_cam
+from bcdiag.serving.heatmaps import for_display, grad_cam, heat_for_display
 from bcdiag.settings import get_settings
 from bcdiag.storage import Storage
 
@@ -80,8 +81,23 @@ class ModelRef:
 
 @dataclass(frozen=True)
 class Prediction:
-    """One scan's result; sensitivity and specificity are the operating point's on
-    validation data, ``heatmap`` the Grad-CAM map over ``prepared`` (when asked for)."""
+    """One scan's result.
+
+    ``probability_malignant`` is calibrated to the model's training set, whose share of
+    malignant images is ``training_prevalence`` (None for models trained before it was
+    recorded); ``site_prevalence`` is this site's setting for the modality
+    (``BCDIAG_PREVALENCE_MG`` / ``_US``, None when unset), and
+    ``probability_at_site_prevalence`` the probability converted to it (prior shift,
+    `bcdiag.models.metrics.at_prevalence`; None when either prevalence is unknown). The
+    call stays at the threshold on ``probability_malignant``; sensitivity and
+    specificity are the operating point's on validation data.
+
+    ``heatmap`` is the Grad-CAM map over ``prepared``, the model's input (when asked
+    for); ``display`` is the upload as shown to people (`heatmaps.for_display`) and
+    ``display_heatmap`` the map laid onto it (`heatmaps.heat_for_display`);
+    ``inverted`` says the upload stores the image inverted, and ``display`` shows it
+    turned back, bright tissue on dark.
+    """
 
     file: str
     probability_malignant: float
@@ -93,9 +109,25 @@ class Prediction:
     model: ModelRef
     heatmap: NDArray[np.float32] | None
     prepared: NDArray[np.float32]
+    display: NDArray[np.float32]
+    display_heatmap: NDArray[np.float32] | None = None
+    inverted: bool = False
+    training_prevalence: float | None = None
+    site_prevalence: float | None = None
+    probability_at_site_prevalence: float | None = None
 
     def as_json(self) -> dict[str, Any]:
-        """The result without pixels, as one JSON-safe object."""
+        """The result without pixels, as one JSON-safe object: ``site_prevalence`` and
+        ``probability_at_site_prevalence`` only when the site's prevalence is set (the
+        latter null when the model did not record its training prevalence)."""
+        site = (
+            {}
+            if self.site_prevalence is None
+            else {
+                "site_prevalence": self.site_prevalence,
+                "probability_at_site_prevalence": self.probability_at_site_prevalence,
+            }
+        )
         return {
             "file": self.file,
             "probability_malignant": self.probability_malignant,
@@ -110,6 +142,8 @@ class Prediction:
                 "sha256": self.model.sha256,
                 "trained_at": _iso(self.model.trained_at),
             },
+            "training_prevalence": self.training_prevalence,
+            **site,
         }
 
 
@@ -192,10 +226,21 @@ class Predictor:
         (scored,) = bundle.score([(file, scan)], model.nets)
         if isinstance(scored, ScanRejected):
             raise scored
-        heat = None
+        framing = scored.framing
+        if framing is None:
+            raise RuntimeError("ModelBundle.score returned a result without its framing")
+        heat = shown_heat = None
+        display = for_display(scan.image, framing)
         if heatmap:
             with self._cam_lock:
                 heat = grad_cam(bundle, model.nets, scored.prepared)
+            shown_heat = heat_for_display(framing, heat, display.shape)
+        trained, site = _training_prevalence(bundle), _site_prevalence(bundle.modality)
+        at_site = (
+            None
+            if trained is None or site is None
+            else at_prevalence(scored.probability, trained, site)
+        )
         point = bundle.operating_point
         return Prediction(
             file=file,
@@ -208,6 +253,12 @@ class Predictor:
             model=model.ref,
             heatmap=heat,
             prepared=scored.prepared,
+            display=display,
+            display_heatmap=shown_heat,
+            inverted=framing.inverted,
+            training_prevalence=trained,
+            site_prevalence=site,
+            probability_at_site_prevalence=at_site,
         )
 
     def _champion(self, modality: str | None) -> _Loaded:
@@ -315,6 +366,19 @@ def _registered_at(uri: str, name: str, version: str) -> datetime:
     """When ``version`` of ``name`` was registered (UTC)."""
     found = MlflowClient(uri).get_model_version(name, version)
     return datetime.fromtimestamp(int(found.creation_timestamp) / 1000, UTC)
+
+
+def _training_prevalence(bundle: ModelBundle) -> float | None:
+    """The share of malignant training images, as `finish_bundle` records it (older
+    bundles lack it)."""
+    value = bundle.info.get("train_prevalence")
+    return None if value is None else float(value)
+
+
+def _site_prevalence(modality: str) -> float | None:
+    """This site's prevalence setting for `modality` (None when unset)."""
+    settings = get_settings()
+    return {"MG": settings.prevalence_mg, "US": settings.prevalence_us}.get(modality)
 
 
 def _iso(moment: datetime | None) -> str | None:
