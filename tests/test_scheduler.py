@@ -89,7 +89,7 @@ def test_scheduler_fires_cycles_and_refuses_one_while_another_runs(
     ran = next(f for f in scheduler.history if f.result == RAN)
     (outcome,) = ran.outcomes
     assert outcome["model"] == "bcdiag-us" and outcome["decision"] == "skipped"
-    assert "base data set breastmnist is missing" in outcome["reason"]
+    assert "base data set busi256 is missing" in outcome["reason"]
     status = scheduler.status()
     assert status["cron"] == EVERY_SECOND and len(status["firings"]) == len(results)
 

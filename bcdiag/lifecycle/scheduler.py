@@ -118,12 +118,16 @@ def first_start(settings: Settings, scheduler: Scheduler) -> Firing | None:
         return None
     folder = settings.base_data_dir
     downloadable = folder == settings.home / "data"  # bcdiag fetches only into its own folder
-    missing = [m for m in settings.retrain_modalities if champion(model_name_for(m)) is None]
-    if downloadable:
-        for modality in missing:
-            dataset = base_dataset(modality, settings)
-            if dataset != "folder" and missing_base_data(modality, folder, settings):
-                _fetch_base_set(dataset, folder)
+    public = {m: base_dataset(m, settings) != "folder" for m in settings.retrain_modalities}
+    trainable = [
+        m
+        for m in settings.retrain_modalities
+        if missing_base_data(m, folder, settings) is None or (downloadable and public[m])
+    ]
+    missing = [m for m in trainable if champion(model_name_for(m)) is None]
+    for modality in missing:
+        if missing_base_data(modality, folder, settings):
+            _fetch_base_set(base_dataset(modality, settings), folder)
     missing = [m for m in missing if missing_base_data(m, folder, settings) is None]
     if not missing:
         return None

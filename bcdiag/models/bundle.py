@@ -85,14 +85,19 @@ class ModelBundle:
             nets.append(net.eval())
         return nets
 
+    @property
+    def flip_axis(self) -> int:
+        """The axis of an (N, 1, H, W) batch the flip view turns: rows for mammograms
+        (upside down: preprocessing keeps the chest wall on the left), else columns."""
+        return 2 if self.modality == "MG" else 3
+
     def views(self, batch: torch.Tensor) -> list[torch.Tensor]:
         """The test-time views of a normalised batch (N, 1, H, W) whose logits are averaged:
         the image, its flip (`tta_flip`: upside down for mammograms, whose chest wall
         preprocessing puts on the left; mirrored otherwise), and each of them turned by
         `tta_rotations` degrees.
         """
-        flipped = batch.flip(2 if self.modality == "MG" else 3)
-        upright = [batch, flipped] if self.tta_flip else [batch]
+        upright = [batch, batch.flip(self.flip_axis)] if self.tta_flip else [batch]
         return upright + [rotate(view, d) for d in self.tta_rotations for view in upright]
 
     def logits(

@@ -51,17 +51,22 @@ def malignancy_score(output: torch.Tensor) -> torch.Tensor:
 
 
 def target_layer(net: nn.Module) -> nn.Module:
-    """The last residual stage: BcNet ``features[-1]``, torchvision ResNet ``layer4[-1]``."""
+    """The last feature maps before pooling: BcNet ``features[-1]``, torchvision ResNet
+    ``layer4[-1]``, timm EfficientNet ``bn2`` (its head convolution, normalised and
+    activated)."""
     if isinstance(net, BcNet):
         last: nn.Module = net.features[-1]
         return last
+    head = getattr(net, "bn2", None)
+    if isinstance(head, nn.Module) and hasattr(net, "conv_head"):
+        return head
     layer4 = getattr(net, "layer4", None)
     if isinstance(layer4, nn.Sequential):
         block: nn.Module = layer4[-1]
         return block
     raise ConfigurationError(
         f"no Grad-CAM target layer is known for {type(net).__name__}; heatmaps exist for "
-        "bcnet16, bcnet32, resnet18 and resnet34"
+        "bcnet16, bcnet32, resnet18, resnet34 and the EfficientNets"
     )
 
 
@@ -87,7 +92,9 @@ def grad_cam(
         with GradCAM(model=net, target_layers=[target_layer(net)]) as cam:
             maps.append(cam(input_tensor=batch, targets=targets)[0])
             if bundle.tta_flip:
-                maps.append(cam(input_tensor=batch.flip(3), targets=targets)[0][:, ::-1])
+                axis = bundle.flip_axis
+                flipped = cam(input_tensor=batch.flip(axis), targets=targets)[0]
+                maps.append(np.flip(flipped, axis=axis - 2))
     heat = np.mean(maps, axis=0, dtype=np.float32)
     return np.clip(heat, 0.0, 1.0).astype(np.float32)
 
