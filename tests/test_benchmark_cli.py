@@ -41,6 +41,8 @@ def test_quality_json_has_the_contract_fields(data_dir: Path) -> None:
     argmax = [seed["acc_argmax"] for seed in summary["per_seed"]]  # type: ignore[attr-defined]
     assert summary["acc_argmax_mean"] == pytest.approx(sum(argmax) / 2)
     assert all(abs(a * 156 - round(a * 156)) < 1e-9 for a in argmax)  # counts of the 156 tests
+    thresholds = [seed["threshold"] for seed in summary["per_seed"]]  # type: ignore[attr-defined]
+    assert all(0.0 < t < 1.0 for t in thresholds)  # each seed's own, chosen on validation
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ from bcdiag.datasets import ImageSet
 from bcdiag.datasets.catalog import load_dataset
 from bcdiag.datasets.folder import FolderDataError
 from bcdiag.datasets.mias import load as load_mias
+from bcdiag.errors import BcdiagError
 from bcdiag.lifecycle.gate import PROMOTED, REJECTED, Margins, Scores, judge, promote_if_passes
 from bcdiag.lifecycle.retrain_data import (
     BASE_DATASETS,
@@ -35,7 +36,7 @@ from bcdiag.lifecycle.retrain_data import (
 from bcdiag.models.bundle import ModelBundle
 from bcdiag.models.champion_trail import recorded_champion
 from bcdiag.models.metrics import paired_auc_difference
-from bcdiag.models.registry import CHAMPION, log_bundle
+from bcdiag.models.registry import CHAMPION, champion, log_bundle
 from bcdiag.scans import read_scan
 from bcdiag.serving.inference import Predictor, UnapprovedChampion
 from bcdiag.settings import Settings, get_settings
@@ -269,3 +270,16 @@ def test_only_the_gates_champion_scores_not_a_rejected_version_moved_by_hand(
     MlflowClient().set_registered_model_alias("bcdiag-us", CHAMPION, "2")
     with pytest.raises(UnapprovedChampion, match="has not passed the quality gate"):
         predictor.predict(scan, "lesion.png")
+
+
+@pytest.mark.usefixtures("mlflow_tracking")
+def test_a_version_trained_on_the_locked_sets_own_images_is_never_gated(
+    small_bundle: ModelBundle, data_dir: Path, audit_trail: Storage
+) -> None:
+    """BreastMNIST is busi256 at 28 px: its training images are busi256's test images."""
+    with mlflow.start_run():
+        log_bundle(replace(small_bundle, info={**small_bundle.info, "dataset": "breastmnist"}))
+    gate = {"data_dir": data_dir, "storage": audit_trail, "user": "cron"}
+    with pytest.raises(BcdiagError, match=r"trained on breastmnist, which is made from the same"):
+        promote_if_passes("bcdiag-us", "1", settings=get_settings(), **gate)
+    assert champion("bcdiag-us") is None

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
 import pytest
 from mlflow import MlflowClient
 from mlflow_server import MlflowServer
@@ -42,7 +43,7 @@ def test_train_evaluate_promote_through_the_cli(
     experiment = client.get_experiment(mlflow_tracking).name
 
     trained = _bcdiag(
-        mlflow_server, "train", "--epochs", "2", "--members", "1",
+        mlflow_server, "train", "--dataset", "busi256", "--image-size", "64", "--epochs", "2",
         "--experiment", experiment, "--data-dir", str(data_dir), "--json",
     )  # fmt: skip
     assert trained.returncode == 0, trained.stderr[-3000:]
@@ -50,11 +51,12 @@ def test_train_evaluate_promote_through_the_cli(
     run_id = json.loads(trained.stdout.strip().splitlines()[-1])["run_id"]
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
-    assert run.data.params["epochs"] == "2" and run.data.params["dataset"] == "breastmnist"
+    assert run.data.params["epochs"] == "2" and run.data.params["dataset"] == "busi256"
     assert [m.step for m in client.get_metric_history(run_id, "valid_loss")] == [0, 1]
     for key in ("valid_auc", "valid_auc_low", "test_auc", "test_accuracy", "test_dedup_auc"):
         assert 0.0 <= run.data.metrics[key] <= 1.0
-    assert run.data.metrics["test_dedup_n"] == 141  # 156 minus the 15 near-duplicates
+    # 98 test images minus the 6 that repeat a training frame (pHash or pixels)
+    assert run.data.metrics["test_dedup_n"] == 92
     artifacts = {a.path for a in client.list_artifacts(run_id, "plots")}
     assert artifacts >= {
         "plots/roc.png", "plots/confusion_test.png",
@@ -63,6 +65,11 @@ def test_train_evaluate_promote_through_the_cli(
     assert [a.path for a in client.list_artifacts(run_id, "notebooks")] == ["notebooks/train.ipynb"]
     version = client.get_model_version("bcdiag-us", "1")
     assert version.run_id == run_id and len(version.tags["bundle_sha256"]) == 64
+    card = mlflow.artifacts.load_text(f"runs:/{run_id}/model_card.md")
+    assert version.description == card  # the registry shows the card of each version
+    test_auc = run.data.metrics["test_auc"]
+    assert "**Not a medical device.**" in card and f"| test | 98 | {test_auc:.3f} (" in card
+    assert "| train | 464 | 125 | 26.9% |" in card  # data, split and prevalence
 
     promoted = _bcdiag(
         mlflow_server, "promote", "bcdiag-us", "1", "--data-dir", str(data_dir), "--json"

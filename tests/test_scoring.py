@@ -3,12 +3,13 @@ all score through `ModelBundle.score`, against a real MLflow server and real sca
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
-from test_inference import breastmnist_png, register
+from test_inference import register
 
 from bcdiag.errors import ScanRejected
 from bcdiag.lifecycle import gate
@@ -30,7 +31,9 @@ def test_pyfunc_predictor_batch_and_gate_give_the_same_score(
     small_bundle: ModelBundle, data_dir: Path, tmp_path: Path
 ) -> None:
     register(small_bundle)
-    png = breastmnist_png(data_dir, 0)
+    with (data_dir / "busi256" / "labels.csv").open() as labels:  # the locked set's first case
+        first = next(row["file"] for row in csv.DictReader(labels) if row["split"] == "test")
+    png = (data_dir / "busi256" / first).read_bytes()
     (scored,) = small_bundle.score([("lesion.png", read_scan(png, "lesion.png", modality="US"))])
     assert isinstance(scored, Scored)
     threshold = small_bundle.operating_point.threshold
@@ -43,7 +46,7 @@ def test_pyfunc_predictor_batch_and_gate_give_the_same_score(
     (tmp_path / "lesion.png").write_bytes(png)
     (result,) = score_files([tmp_path / "lesion.png"], modality="US")
     assert (result["probability_malignant"], result["call"]) == (scored.probability, scored.call)
-    # The gate scores the prepared locked test set, whose first case is this image.
+    # The gate scores the prepared locked test set (busi256's test split) from this image on.
     locked, _ = gate._locked_scores("bcdiag-us", "1", data_dir, get_settings())
     assert locked.probabilities[0] == pytest.approx(scored.probability, abs=1e-6)
     assert locked.threshold == threshold

@@ -113,3 +113,30 @@ def test_architectures_take_one_channel_and_give_two_logits(name: str, size: int
 def test_unknown_architecture_names_the_choices() -> None:
     with pytest.raises(ConfigurationError, match="bcnet16"):
         build_model("alexnet-9000")
+
+
+def test_frozen_blocks_keep_imagenet_stages_and_train_the_rest(images: ImageSet) -> None:
+    recipe = Recipe(architecture="efficientnet_lite0", image_size=28, frozen_blocks=5, epochs=1)
+    trained = train_bundle(images, recipe.changed(members=1)).members[0]
+    imagenet = build_model("efficientnet_lite0").state_dict()
+    frozen = ("conv_stem.", "bn1.", *(f"blocks.{n}." for n in range(5)))
+    for name, weights in trained.items():
+        same = torch.equal(weights, imagenet[name])
+        if name.startswith(frozen):
+            assert same, f"{name} moved although frozen"  # BN statistics too: eval mode
+        elif name.endswith(("weight", "running_mean")) and not name.startswith("classifier"):
+            assert not same, f"{name} did not train"
+
+
+def test_frozen_blocks_need_an_efficientnet(images: ImageSet) -> None:
+    with pytest.raises(ConfigurationError, match="frozen_blocks=2 needs an EfficientNet"):
+        train_bundle(images, Recipe(frozen_blocks=2, epochs=1, members=1))
+
+
+def test_a_mammogram_flip_view_is_upside_down(bundle: ModelBundle) -> None:
+    """Preprocessing keeps the chest wall on the left; mirroring would move it right."""
+    batch = torch.arange(16.0).reshape(1, 1, 4, 4)
+    mammogram = dataclasses.replace(bundle, modality="MG", tta_rotations=())
+    assert torch.equal(mammogram.views(batch)[1], batch.flip(2))
+    ultrasound = dataclasses.replace(bundle, tta_rotations=())
+    assert torch.equal(ultrasound.views(batch)[1], batch.flip(3))

@@ -135,11 +135,15 @@ def retrain(
 @click.command()
 @click.option("--model", "model_name", default="bcdiag-us", show_default=True)
 @click.option("--version", default="champion", show_default=True, help="Number or 'champion'.")
-@click.option("--dataset", type=click.Choice(DATASETS), default="breastmnist", show_default=True)
+@click.option(
+    "--dataset",
+    type=click.Choice(DATASETS),
+    help="Default: the set the version was trained on (another set: external validation).",
+)
 @click.option("--experiment", default="bcdiag", show_default=True)
 @click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False))
 def evaluate(
-    model_name: str, version: str, dataset: str, experiment: str, data_dir: Path | None
+    model_name: str, version: str, dataset: str | None, experiment: str, data_dir: Path | None
 ) -> None:
     """Run notebooks/evaluate.ipynb (papermill) on a registered version; one MLflow run."""
     from bcdiag.lifecycle.notebook_runs import run_notebook  # mlflow, papermill: on use

@@ -9,6 +9,10 @@ from bcdiag.errors import ConfigurationError
 
 DATASETS = ("rsna640", "busi256", "breastmnist", "mias", "folder")
 
+SAME_IMAGES = {"breastmnist": "busi256", "busi256": "breastmnist"}
+"""Sets made from the same images (BreastMNIST is BUSI at 28 px): a model trained on one
+must never be tested on the other."""
+
 EXCLUDED: dict[str, dict[str, str]] = {
     # Found by the intake when the set was first loaded (every other file passes it).
     "rsna640": {

@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 from mlflow import MlflowClient
 
+from bcdiag.datasets.catalog import SAME_IMAGES
 from bcdiag.errors import BcdiagError
 from bcdiag.lifecycle.retrain_data import locked_test_set
 from bcdiag.models.champion_trail import target
@@ -236,6 +237,14 @@ def _locked_scores(
 ) -> tuple[Scores, npt.NDArray[np.int64]]:
     bundle, _ = load_version(name, version)
     test = locked_test_set(bundle.modality, data_dir, bundle.image_size, settings)
+    trained_on = bundle.info.get("dataset")
+    if SAME_IMAGES.get(str(trained_on)) == test.name:
+        raise BcdiagError(
+            f"{name} version {version} was trained on {trained_on}, which is made from the "
+            f"same images as the locked test set ({test.name}): the gate would score images "
+            f"the model trained on. Train it on {test.name} (its fixed split keeps the test "
+            "images out) and gate that version."
+        )
     probabilities = np.array(
         [scored.probability for scored in bundle.score_prepared(test.x)], dtype=np.float64
     )

@@ -78,6 +78,7 @@ class QualityReport:
                     "auc": r.test.auc.auc,
                     "auc_low": r.test.auc.low,
                     "auc_high": r.test.auc.high,
+                    "threshold": r.test.operating_point.threshold,
                     "acc": r.test.operating_point.accuracy,
                     "sensitivity": r.test.operating_point.sensitivity,
                     "specificity": r.test.operating_point.specificity,
@@ -107,9 +108,17 @@ class QualityReport:
         for r in self.repetitions:
             auc_ci = f"{r.test.auc.auc:.3f} [{r.test.auc.low:.3f}, {r.test.auc.high:.3f}]"
             lines.append(
-                f"  seed {r.seed}: AUC {auc_ci}, ACC {r.test.operating_point.accuracy:.3f}, "
-                f"de-duplicated AUC {r.test_dedup.auc.auc:.3f}, {r.seconds:.0f} s"
+                f"  seed {r.seed}: AUC {auc_ci}, ACC {r.test.operating_point.accuracy:.3f} at "
+                f"threshold {r.test.operating_point.threshold:.3f} (argmax "
+                f"{r.test_argmax_accuracy:.3f}), de-duplicated AUC {r.test_dedup.auc.auc:.3f}, "
+                f"{r.seconds:.0f} s"
             )
+        thresholds = [r.test.operating_point.threshold for r in self.repetitions]
+        lines.append(
+            f"ACC spread: SD {s['acc_sd']:.3f} at thresholds chosen on the 78 validation images "
+            f"({min(thresholds):.3f}–{max(thresholds):.3f}), SD {s['acc_argmax_sd']:.3f} at the "
+            "fixed argmax threshold: the difference is what choosing the threshold adds"
+        )
         lines.append(f"total {self.seconds:.0f} s on {s['machine']}")
         return "\n".join(lines)
 

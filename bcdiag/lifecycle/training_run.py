@@ -18,7 +18,7 @@ import mlflow
 import torch
 
 from bcdiag.datasets import SPLITS, ImageSet
-from bcdiag.datasets.catalog import load_dataset
+from bcdiag.datasets.catalog import SAME_IMAGES, load_dataset
 from bcdiag.errors import BcdiagError
 from bcdiag.lifecycle.evaluation import evaluate_parts, log_evaluation, score_parts
 from bcdiag.models.bundle import ModelBundle
@@ -111,7 +111,7 @@ def run_training(
 def run_evaluation(
     model_name: str,
     version: str,
-    dataset: str,
+    dataset: str | None,
     *,
     data_dir: Path,
     experiment: str = "bcdiag",
@@ -122,6 +122,7 @@ def run_evaluation(
 
     Args:
         version: a version number, ``"champion"`` or ``"latest"`` (the newest).
+        dataset: default: the set the version was trained on.
 
     The threshold is the one the version chose on its validation data; nothing is refitted.
     """
@@ -134,8 +135,15 @@ def run_evaluation(
         version = latest_version(model_name)
     bundle, info = load_version(model_name, version)
     seed = int(bundle.info.get("config", {}).get("seed", 0))
+    trained_on = str(bundle.info.get("dataset"))
+    dataset = dataset or trained_on
+    if SAME_IMAGES.get(trained_on) == dataset:
+        raise BcdiagError(
+            f"{model_name} version {version} was trained on {trained_on}, made from the same "
+            f"images as {dataset}: its figures there would score images it trained on"
+        )
     images = load_dataset(dataset, data_dir, bundle.image_size, seed)
-    external = dataset != bundle.info.get("dataset")
+    external = dataset != trained_on
     mlflow.set_experiment(experiment)
     name = f"evaluate-{model_name}-v{version}-{dataset}"
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else name):

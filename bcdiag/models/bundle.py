@@ -33,6 +33,7 @@ from bcdiag.scans.rules import reject
 from bcdiag.scans.types import Scan
 
 FORMAT_VERSION = 1
+SCORING_BATCH = 32  # images per forward pass: a whole split at 384 px would need ~7 GB
 SUSPICIOUS, NOT_SUSPICIOUS = "suspicious", "not suspicious"
 
 
@@ -105,15 +106,17 @@ class ModelBundle:
     ) -> NDArray[np.float32]:
         """Ensemble-mean malignancy logit per prepared image (N, size, size)."""
         nets = nets if nets is not None else self.networks()
-        batch = (torch.from_numpy(np.ascontiguousarray(images))[:, None] - self.mean) / self.std
-        views = self.views(batch)
+        pixels = torch.from_numpy(np.ascontiguousarray(images))[:, None]
         total = torch.zeros(len(images))
         with torch.inference_mode():
-            for net in nets:
-                for view in views:
-                    out = net(view)
-                    total += out[:, 1] - out[:, 0]
-        return (total / (len(nets) * len(views))).numpy().astype(np.float32)
+            for start in range(0, len(images), SCORING_BATCH):
+                batch = (pixels[start : start + SCORING_BATCH] - self.mean) / self.std
+                for net in nets:
+                    for view in self.views(batch):
+                        out = net(view)
+                        total[start : start + len(batch)] += out[:, 1] - out[:, 0]
+        views = (2 if self.tta_flip else 1) * (1 + len(self.tta_rotations))
+        return (total / (len(nets) * views)).numpy().astype(np.float32)
 
     def probabilities(
         self, images: NDArray[np.float32], nets: list[nn.Module] | None = None
