@@ -26,6 +26,7 @@ EVERY_FIELD: dict[str, Any] = {
     "architecture": "efficientnet_lite0",
     "image_size": 32,
     "frozen_blocks": 5,
+    "patience": 1,
     "epochs": 1,
     "batch_size": 16,
     "lr": 0.002,

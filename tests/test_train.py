@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fastai.callback.core import Callback
 from PIL import Image
 
 from bcdiag.datasets import ImageSet
@@ -140,3 +141,30 @@ def test_a_mammogram_flip_view_is_upside_down(bundle: ModelBundle) -> None:
     assert torch.equal(mammogram.views(batch)[1], batch.flip(2))
     ultrasound = dataclasses.replace(bundle, tta_rotations=())
     assert torch.equal(ultrasound.views(batch)[1], batch.flip(3))
+
+
+class _ValidAuc(Callback):  # type: ignore[misc]  # fastai is untyped
+    """The validation AUC of each epoch, read after fastai's Recorder has it."""
+
+    order = 55  # Recorder is 50; the trackers that stop training are 60
+
+    def __init__(self) -> None:
+        self.aucs: list[float] = []
+
+    def after_epoch(self) -> None:
+        self.aucs.append(float(self.learn.recorder.values[-1][-1]))
+
+
+def test_patience_stops_after_that_many_epochs_without_a_better_validation_auc(
+    images: ImageSet,
+) -> None:
+    seen = _ValidAuc()
+    train_bundle(images, Recipe(epochs=12, members=1, patience=1, lr=3e-2), cbs=[seen])
+    best, stop = -1.0, len(seen.aucs)
+    for epoch, auc in enumerate(seen.aucs):
+        if auc > best:
+            best, last_better = auc, epoch
+        elif epoch - last_better >= 1:
+            stop = epoch + 1
+            break
+    assert len(seen.aucs) == stop < 12, seen.aucs  # it stopped, and where the rule says

@@ -10,8 +10,10 @@ own seeds averaged over test-time views (mirrored, and turned ±8°). Calibratio
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import fastai.callback.progress
@@ -19,6 +21,7 @@ import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle)
 import numpy as np
 import torch
 from fastai.callback.core import Callback
+from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
 from fastai.data.core import DataLoaders, TfmdDL
 from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat
@@ -155,6 +158,15 @@ def fit_one_cycle(learner: Learner, epochs: int, lr: float) -> None:
     learner.fit_one_cycle(epochs, lr)
 
 
+def best_epoch_callbacks(patience: int | None) -> list[Callback]:
+    """With a `patience`: keep the weights of the epoch with the best validation AUC and
+    stop after `patience` epochs without a better one (fastai's tracker callbacks)."""
+    if patience is None:
+        return []
+    auc = {"monitor": "roc_auc_score", "comp": np.greater}
+    return [SaveModelCallback(**auc), EarlyStoppingCallback(**auc, patience=patience)]
+
+
 def fit_member(
     images: ImageSet,
     config: Recipe,
@@ -188,7 +200,10 @@ def fit_member(
         else:
             dls = make_dataloaders(images, config, *stats)  # its shuffling RNG is seeded here
             learner = build_learner(dls, model, train.y, config, cbs)
-        fit(learner, config.epochs, config.lr)
+        with tempfile.TemporaryDirectory() as folder:  # where SaveModelCallback keeps the best
+            learner.path = Path(folder)
+            learner.add_cbs(best_epoch_callbacks(config.patience))
+            fit(learner, config.epochs, config.lr)
     return {k: v.detach().float().cpu().clone() for k, v in model.state_dict().items()}
 
 
