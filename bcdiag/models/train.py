@@ -37,7 +37,12 @@ from torch import nn
 from bcdiag.datasets import ImageSet
 from bcdiag.models.architectures import build_model, split_frozen
 from bcdiag.models.bundle import ModelBundle, OperatingPointSpec
-from bcdiag.models.metrics import choose_threshold, fit_temperature, operating_point
+from bcdiag.models.metrics import (
+    apply_temperature,
+    choose_threshold,
+    fit_temperature,
+    operating_point,
+)
 from bcdiag.models.recipe import Recipe
 from bcdiag.models.reproducibility import reproducible
 from bcdiag.settings import get_settings
@@ -232,8 +237,9 @@ def finish_bundle(
         },
     )
     valid = images.part("valid")
-    bundle.temperature = fit_temperature(valid.y, bundle.logits(valid.x))
-    probabilities = bundle.probabilities(valid.x)
+    logits = bundle.logits(valid.x)  # once: at 384 px a pass over valid takes minutes
+    bundle.temperature = fit_temperature(valid.y, logits)
+    probabilities = apply_temperature(logits, bundle.temperature).astype(np.float32)
     threshold = choose_threshold(
         valid.y, probabilities, rule=config.threshold_rule, min_sensitivity=config.min_sensitivity
     )
