@@ -107,8 +107,9 @@ def near_duplicates_of_train(images: ImageSet) -> NDArray[np.bool_]:
     """Test images that repeat a training image: within `NEAR_DUPLICATE_MAE` grey levels of
     one, or with the same 64-bit perceptual hash (pHash: the same frame re-encoded or
     rescaled, e.g. 6 of busi256's 98 test images, which the pixel rule misses above 28 px)."""
-    train = images.part("train").x.reshape(-1, images.x[0].size) * 255.0
-    train_hashes = {_phash(image) for image in images.part("train").x}
+    train_images = images.part("train").x
+    train = train_images.reshape(-1, images.x[0].size) * 255.0
+    train_hashes = {_phash(image) for image in train_images}
     flags = np.zeros(len(images), dtype=bool)
     for index in np.flatnonzero(images.split == "test"):
         mae = np.abs(train - images.x[index].reshape(1, -1) * 255.0).mean(axis=1)

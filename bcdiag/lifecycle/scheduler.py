@@ -118,16 +118,15 @@ def first_start(settings: Settings, scheduler: Scheduler) -> Firing | None:
         return None
     folder = settings.base_data_dir
     downloadable = folder == settings.home / "data"  # bcdiag fetches only into its own folder
-    public = {m: base_dataset(m, settings) != "folder" for m in settings.retrain_modalities}
+    datasets = {m: base_dataset(m, settings) for m in settings.retrain_modalities}
+    fetchable = {m for m, dataset in datasets.items() if downloadable and dataset != "folder"}
     trainable = [
-        m
-        for m in settings.retrain_modalities
-        if missing_base_data(m, folder, settings) is None or (downloadable and public[m])
+        m for m in datasets if missing_base_data(m, folder, settings) is None or m in fetchable
     ]
     missing = [m for m in trainable if champion(model_name_for(m)) is None]
     for modality in missing:
         if missing_base_data(modality, folder, settings):
-            _fetch_base_set(base_dataset(modality, settings), folder)
+            _fetch_base_set(datasets[modality], folder)
     missing = [m for m in missing if missing_base_data(m, folder, settings) is None]
     if not missing:
         return None

@@ -107,16 +107,13 @@ class ModelBundle:
         """Ensemble-mean malignancy logit per prepared image (N, size, size)."""
         nets = nets if nets is not None else self.networks()
         pixels = torch.from_numpy(np.ascontiguousarray(images))[:, None]
-        total = torch.zeros(len(images))
+        means = []
         with torch.inference_mode():
             for start in range(0, len(images), SCORING_BATCH):
                 batch = (pixels[start : start + SCORING_BATCH] - self.mean) / self.std
-                for net in nets:
-                    for view in self.views(batch):
-                        out = net(view)
-                        total[start : start + len(batch)] += out[:, 1] - out[:, 0]
-        views = (2 if self.tta_flip else 1) * (1 + len(self.tta_rotations))
-        return (total / (len(nets) * views)).numpy().astype(np.float32)
+                outs = [net(view) for net in nets for view in self.views(batch)]
+                means.append(sum(out[:, 1] - out[:, 0] for out in outs) / len(outs))
+        return torch.cat(means).numpy().astype(np.float32) if means else np.zeros(0, np.float32)
 
     def probabilities(
         self, images: NDArray[np.float32], nets: list[nn.Module] | None = None
