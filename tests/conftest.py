@@ -15,6 +15,7 @@
 - ``gcs_emulator``: a real ``gcp-storage-emulator`` process on a free 127.0.0.1
   port for the session, with ``STORAGE_EMULATOR_HOST`` pointing at it.
 - ``gcs_url``: ``gs://<new bucket>/blobs`` on that emulator, one bucket per test.
+- ``scoring_server``: the inference service for the session (tests/scoring_server.py).
 - ``train_seed``: the recipe seed a training test trains with; the test runs once per
   seed given by ``--train-seed`` (comma-separated, default ``0``), e.g.
   ``pytest tests/test_retrain.py --train-seed 0,1,2,3,4`` checks that it passes for
@@ -198,3 +199,6 @@ from mlflow_server import (  # noqa: E402, F401
     mlflow_tracking,
     small_bundle,
 )
+
+# The inference service (documented in tests/scoring_server.py)
+from scoring_server import scoring_server  # noqa: E402, F401

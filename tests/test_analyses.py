@@ -20,7 +20,8 @@ from bcdiag.app.analyses import (
 from bcdiag.errors import StorageError
 from bcdiag.models.bundle import ModelBundle
 from bcdiag.scans import judge
-from bcdiag.serving.inference import Predictor
+from bcdiag.serving.heatmaps import HEAT_FLOOR
+from bcdiag.serving.local import LocalScorer
 from bcdiag.storage import Storage
 from bcdiag.storage.analysis_store import (
     OUTCOME_LABELS,
@@ -71,9 +72,10 @@ def test_accepted_ultrasound_png_is_stored_scored_and_audited(
 ) -> None:
     logged = register(small_bundle)
     png = breastmnist_png(data_dir, 0)
-    outcome = analyse_upload(storage, Predictor(), png, "lesion.png", user="alice", modality="US")
+    scorer = LocalScorer()
+    outcome = analyse_upload(storage, scorer, png, "lesion.png", user="alice", modality="US")
     assert isinstance(outcome, AnalysisAccepted)
-    analysis, prediction = outcome.analysis, outcome.prediction
+    analysis, prediction = outcome.analysis, outcome.result.finding
     assert (analysis.model_name, analysis.model_version) == ("bcdiag-us", "1")
     assert analysis.model_sha256 == logged.sha256
     assert analysis.scan_sha256 == hashlib.sha256(png).hexdigest()
@@ -86,8 +88,18 @@ def test_accepted_ultrasound_png_is_stored_scored_and_audited(
     trained = prediction.model.trained_at
     assert trained is not None
     assert analysis.details["model_trained_at"] == f"{trained:%Y-%m-%d %H:%M} UTC"
-    assert storage.heatmap_png(analysis) == outcome.heatmap_png
-    assert outcome.heatmap_png.startswith(b"\x89PNG") and outcome.image_png.startswith(b"\x89PNG")
+    assert storage.heatmap_png(analysis) == outcome.result.heatmap_png
+    heat = scorer.predictor.predict(
+        judge(png, "lesion.png", modality="US").scan, "lesion.png", heatmap=True
+    ).display_heatmap
+    assert heat is not None
+    assert (
+        analysis.details["heatmap_blank"]
+        == outcome.result.heatmap_blank
+        == (heat.max() < HEAT_FLOOR)
+    )
+    image = storage.blobs.get(analysis.details["image_sha256"])
+    assert outcome.result.heatmap_png.startswith(b"\x89PNG") and image == outcome.result.image_png
     assert storage.get_analysis(analysis.id, "alice") == analysis
     assert (_count(storage, Scan), _count(storage, Analysis)) == (1, 1)
     assert _audit(storage) == [
@@ -102,7 +114,7 @@ def test_ct_dicom_is_rejected_with_its_message_and_nothing_is_stored(
     data = (data_dir / "dicom" / "CT_small.dcm").read_bytes()
     verdict = judge(data, "CT_small.dcm")
     outcome = analyse_upload(
-        storage, Predictor(), data, "CT_small.dcm", user="alice", modality=None
+        storage, LocalScorer(), data, "CT_small.dcm", user="alice", modality=None
     )
     assert outcome == AnalysisRejected("CT_small.dcm", str(verdict.code), verdict.message)
     assert "CT_small.dcm" in outcome.message
@@ -116,7 +128,7 @@ def test_mammogram_without_a_champion_is_stored_but_not_analysed(
 ) -> None:
     path = next((data_dir / "dicom" / "derived").glob("cbisddsm_*.dcm"))
     outcome = analyse_upload(
-        storage, Predictor(), path.read_bytes(), path.name, user="alice", modality=None
+        storage, LocalScorer(), path.read_bytes(), path.name, user="alice", modality=None
     )
     assert isinstance(outcome, AnalysisRejected)
     assert outcome.code == NO_MODEL

@@ -14,10 +14,11 @@ import psutil
 import pytest
 from mlflow_server import MlflowServer
 from playwright.sync_api import Page, sync_playwright
+from scoring_server import ScoringServer
 from test_inference import breastmnist_png, register
 
 from bcdiag.models.bundle import ModelBundle
-from bcdiag.platform.services import app_service
+from bcdiag.platform.services import app_service, scoring_service
 from bcdiag.processes import free_port, start, stop
 from bcdiag.settings import Settings
 from bcdiag.storage import Storage, upgrade
@@ -46,17 +47,19 @@ def app_storage(tmp_path: Path) -> Iterator[Storage]:
 def voila(
     mlflow_server: MlflowServer,
     mlflow_tracking: str,
+    scoring_server: ScoringServer,
     small_bundle: ModelBundle,
     app_storage: Storage,
     tmp_path: Path,
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """The app exactly as `make run` serves it, on a fresh database, with a US champion:
-    its URL and its Voilà process."""
-    register(small_bundle, app_storage)
+    """The app exactly as `make run` serves it, on a fresh database, scoring through the
+    inference service with a US champion: its URL and its Voilà process."""
+    register(small_bundle, scoring_server.storage)
     home = tmp_path / "home"
     settings = Settings(home=home, app_port=free_port(), mlflow_tracking_uri=mlflow_server.url)
     service = app_service(settings)
-    service = replace(service, env={**service.env, "JUPYTERHUB_USER": "dr-alice"})
+    env = {**service.env, **scoring_server.app_env(), "JUPYTERHUB_USER": "dr-alice"}
+    service = replace(service, env=env)
     process = start(service, timeout_s=90)
     try:
         yield service.public_url, process
@@ -96,13 +99,24 @@ def _upload(page: Page, files: list[Path], kind: str = "Ultrasound") -> None:
     page.get_by_role("button", name="Analyse").click()  # waits until it is enabled
 
 
-def _kernels(voila: subprocess.Popen[bytes]) -> int:
-    """How many kernels the Voilà process runs (preheated ones included)."""
-    count = 0
+def _kernel_processes(voila: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    """The kernels the Voilà process runs (preheated ones included)."""
+    kernels = []
     for child in psutil.Process(voila.pid).children(recursive=True):
         with contextlib.suppress(psutil.NoSuchProcess):  # zombies included: ended
-            count += "ipykernel_launcher" in " ".join(child.cmdline())
-    return count
+            if "ipykernel_launcher" in " ".join(child.cmdline()):
+                kernels.append(child)
+    return kernels
+
+
+def _kernels(voila: subprocess.Popen[bytes]) -> int:
+    """How many kernels the Voilà process runs (preheated ones included)."""
+    return len(_kernel_processes(voila))
+
+
+def _loads_torch(kernel: psutil.Process) -> bool:
+    """Whether torch is imported in `kernel`: importing it maps libtorch into the process."""
+    return any("libtorch" in Path(region.path).name for region in kernel.memory_maps())
 
 
 def largest_mammogram() -> Path:
@@ -116,16 +130,17 @@ def largest_mammogram() -> Path:
 
 
 @pytest.fixture
-def mg_champion(mlflow_tracking: str, small_bundle: ModelBundle, app_storage: Storage) -> None:
+def mg_champion(
+    mlflow_tracking: str, small_bundle: ModelBundle, scoring_server: ScoringServer
+) -> None:
     """The small bundle registered as the mammography champion too (its quality is
-    irrelevant: the test is about the path of a full-size file). Before `page`, so
-    the app's first look at the registry finds it."""
-    register(replace(small_bundle, modality="MG"), app_storage)
+    irrelevant: the test is about the path of a full-size file)."""
+    register(replace(small_bundle, modality="MG"), scoring_server.storage)
 
 
 @pytest.mark.slow
 def test_clinician_uploads_sees_result_rejection_and_downloads_report(
-    page: Page, data_dir: Path, tmp_path: Path
+    voila: tuple[str, subprocess.Popen[bytes]], page: Page, data_dir: Path, tmp_path: Path
 ) -> None:
     png = tmp_path / "lesion <i>1<i> & co.png"
     png.write_bytes(breastmnist_png(data_dir, 5))
@@ -144,6 +159,10 @@ def test_clinician_uploads_sees_result_rejection_and_downloads_report(
     with page.expect_download() as download:
         page.get_by_text("Download report (PDF)").click()
     assert Path(download.value.path()).read_bytes().startswith(b"%PDF")
+    # The inference service scored it: no kernel of the app loaded torch, this page's
+    # (which analysed and made the report) included.
+    kernels = _kernel_processes(voila[1])
+    assert kernels and not any(_loads_torch(kernel) for kernel in kernels)
 
     entry = page.get_by_text(f"· {png.name} ·")  # the history entry, not the card's title
     page.get_by_role("tab", name="My analyses").click()  # the kernel lists the history now
@@ -281,3 +300,68 @@ def test_full_size_dicom_mammograms_get_a_card_with_heatmap(page: Page, tmp_path
     assert tiled.stat().st_size > 50_000_000
     timings.append(_timed_card(page, tiled))
     (ARTIFACTS / "app_full_size_mammogram.txt").write_text("\n".join(timings) + "\n")
+
+
+@pytest.mark.slow
+def test_a_killed_inference_service_is_a_message_and_its_return_needs_no_reload(
+    mlflow_server: MlflowServer,
+    mlflow_tracking: str,
+    small_bundle: ModelBundle,
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """The app with an inference service of its own, killed mid-session and started
+    again: the upload in between ends as the message with its scan stored; the next one,
+    on the same page, gets its card; the stored one is analysed from "My analyses"."""
+    home = tmp_path / "home"
+    home.mkdir()
+    settings = Settings(
+        home=home,
+        app_port=free_port(),
+        scoring_port=free_port(),
+        mlflow_tracking_uri=mlflow_server.url,
+    )
+    upgrade(settings.resolved_database_url)
+    with Storage.from_settings(settings) as storage:
+        register(small_bundle, storage)
+    scoring = scoring_service(settings)
+    app = app_service(settings)
+    app = replace(app, env={**app.env, "JUPYTERHUB_USER": "dr-alice"})
+    scans = []
+    for index in range(3):
+        scans.append(tmp_path / f"scan{index}.png")
+        scans[-1].write_bytes(breastmnist_png(data_dir, 10 + index))
+    service = start(scoring, 180)
+    processes = [service, start(app, 90)]
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page()
+            page.goto(app.public_url, timeout=60_000)
+            page.get_by_text("Signed in as").wait_for(timeout=60_000)
+            _upload(page, [scans[0]])
+            page.locator("h4", has_text=scans[0].name).wait_for(timeout=90_000)
+
+            tree = [service, *psutil.Process(service.pid).children(recursive=True)]
+            for process in tree:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.kill()
+            began = time.monotonic()
+            _upload(page, [scans[1]])
+            message = f"{scans[1].name}: the analysis service is unavailable"
+            page.get_by_text(message).wait_for(timeout=30_000)
+            assert "The scan is stored" in page.inner_text("body")
+            assert time.monotonic() - began < 20  # choosing the file included
+            page.screenshot(path=str(ARTIFACTS / "app_service_unavailable.png"), full_page=True)
+
+            processes[0] = start(scoring, 180)  # back, as the hub restarts it
+            _upload(page, [scans[2]])
+            page.locator("h4", has_text=scans[2].name).wait_for(timeout=90_000)
+            page.get_by_role("tab", name="My analyses").click()
+            row = page.locator(".widget-hbox", has_text=f"{scans[1].name} · US · not analysed")
+            row.get_by_role("button", name="Analyse now").click()
+            page.locator("h4", has_text=scans[1].name).wait_for(timeout=90_000)
+            assert "Traceback" not in page.inner_text("body")
+            browser.close()
+    finally:
+        stop(processes)

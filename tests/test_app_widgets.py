@@ -26,6 +26,7 @@ from bcdiag.app.clinician import HISTORY_TAB
 from bcdiag.models.bundle import ModelBundle
 from bcdiag.processes import free_port
 from bcdiag.serving.inference import Predictor
+from bcdiag.serving.local import LocalScorer
 from bcdiag.settings import get_settings
 from bcdiag.storage import Storage
 from bcdiag.storage.analysis_store import OUTCOME_LABELS
@@ -46,7 +47,7 @@ def open_app(
     apps: list[ClinicianApp] = []
 
     def build(user: str, predictor: Predictor | None = None) -> ClinicianApp:
-        apps.append(ClinicianApp(storage, predictor or Predictor(), user))
+        apps.append(ClinicianApp(storage, LocalScorer(predictor), user))
         return apps[-1]
 
     yield build

@@ -38,7 +38,8 @@ from bcdiag.models.champion_trail import recorded_champion
 from bcdiag.models.metrics import paired_auc_difference
 from bcdiag.models.registry import CHAMPION, champion, log_bundle
 from bcdiag.scans import read_scan
-from bcdiag.serving.inference import Predictor, UnapprovedChampion
+from bcdiag.serving.inference import Predictor
+from bcdiag.serving.results import UnapprovedChampion
 from bcdiag.settings import Settings, get_settings
 from bcdiag.storage import Storage
 from bcdiag.storage.analysis_store import NewAnalysis

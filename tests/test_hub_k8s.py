@@ -3,6 +3,8 @@ and its roles and app command match the ones `bcdiag run` uses (bcdiag/platform/
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
 from pathlib import Path
 from typing import Any
 
@@ -115,3 +117,26 @@ def test_readme_documents_the_move_to_kubernetes() -> None:
     notes = Path(hub.REPO_ROOT / "hub_config" / "README.md").read_text()
     for topic in ("Azure AD", "LDAP", "TLS", "PostgreSQL", "values.yaml"):
         assert topic in notes, topic
+
+
+def test_the_inference_service_is_a_rayservice_of_the_same_application() -> None:
+    (ray_service,) = [d for d in documents("bcdiag-scoring.yaml") if d["kind"] == "RayService"]
+    (app,) = yaml.safe_load(ray_service["spec"]["serveConfigV2"])["applications"]
+    module, _, name = app["import_path"].partition(":")
+    assert callable(getattr(importlib.import_module(module), name))
+    (scorer,) = app["deployments"]
+    autoscaling = scorer["autoscaling_config"]
+    assert 1 <= autoscaling["min_replicas"] <= autoscaling["max_replicas"]
+    cluster = ray_service["spec"]["rayClusterConfig"]
+    assert cluster["rayVersion"] == importlib.metadata.version("ray")
+    assert cluster["authOptions"] == {"mode": "token"}
+    head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
+    env = {item["name"]: item for item in head["env"]}
+    assert env["BCDIAG_SCORING_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "bcdiag-scoring"
+    assert env["RAY_USAGE_STATS_ENABLED"]["value"] == "0"
+    app_env = {e["name"]: e for e in deployment("bcdiag-app", "bcdiag-app.yaml")["env"]}
+    assert app_env["BCDIAG_SCORING_URL"]["value"].startswith("http://bcdiag-scoring-serve-svc:")
+    assert app_env["BCDIAG_SCORING_TOKEN"]["valueFrom"] == env["BCDIAG_SCORING_TOKEN"]["valueFrom"]
+    (policy,) = [d for d in documents("bcdiag-scoring.yaml") if d["kind"] == "NetworkPolicy"]
+    callers = [rule["from"][0]["podSelector"]["matchLabels"] for rule in policy["spec"]["ingress"]]
+    assert {"app.kubernetes.io/component": "app"} in callers

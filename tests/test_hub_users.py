@@ -150,7 +150,10 @@ def test_hub_config_translates_settings(
     assert str(settings.home) in config.JupyterHub.db_url
     services = config.JupyterHub.services
     names = [service["name"] for service in services]
-    assert names == ["bcdiag-app", "mlflow", "bcdiag-admin"]
+    assert names == ["bcdiag-scoring", "bcdiag-app", "mlflow", "bcdiag-admin"]
+    scoring = services[0]  # managed by the hub, reached by the app only: no proxy route
+    assert "url" not in scoring and scoring["command"][-1] == "bcdiag.serving.service"
+    assert scoring["environment"]["RAY_AUTH_MODE"] == "token"
     assert Path(config.ConfigurableHTTPProxy.command[0]).name == "configurable-http-proxy"
     passed = [config.Spawner.environment, *(s.get("environment", {}) for s in services)]
     assert all("BCDIAG_ADMIN_PASSWORD" not in env for env in passed)  # secret stays in the hub

@@ -11,6 +11,7 @@ import getpass
 import io
 import time
 from contextlib import nullcontext
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -30,10 +31,10 @@ from bcdiag.processes import free_port
 from bcdiag.scans import Scan, read_scan
 from bcdiag.serving import inference
 from bcdiag.serving.heatmaps import grad_cam, overlay_png, target_layer
-from bcdiag.serving.inference import (
-    CHAMPION_REFUSED,
+from bcdiag.serving.inference import CHAMPION_REFUSED, Predictor
+from bcdiag.serving.results import (
+    ModelRef,
     NoModelError,
-    Predictor,
     RegistryUnavailable,
     UnapprovedChampion,
 )
@@ -80,7 +81,7 @@ def test_probability_equals_bundle_probabilities(small_bundle: ModelBundle, us_s
     registered = mlflow.MlflowClient().get_model_version("bcdiag-us", "1").creation_timestamp
     trained_at = datetime.fromtimestamp(registered / 1000, UTC)
     assert datetime.now(UTC) - trained_at < timedelta(minutes=5)
-    assert result.model == inference.ModelRef("bcdiag-us", "1", logged.sha256, trained_at)
+    assert result.model == ModelRef("bcdiag-us", "1", logged.sha256, trained_at)
     assert result.heatmap is None and result.display_heatmap is None
     np.testing.assert_array_equal(result.display, us_scan.image)  # 28 px: shown as uploaded
     payload = result.as_json()
@@ -157,7 +158,7 @@ def test_new_champion_is_used_without_a_new_predictor(
     lookups: list[str] = []
     real_lookup = inference._registry_champion
 
-    def counting_lookup(uri: str, name: str) -> str | None:
+    def counting_lookup(uri: str, name: str) -> object:
         lookups.append(name)
         return real_lookup(uri, name)
 
@@ -277,3 +278,19 @@ def test_a_champion_bcdiag_never_moved_is_refused(
     with pytest.raises(UnapprovedChampion):
         Predictor().predict(us_scan, "lesion.png")  # the configured audit trail by default
     assert [target for _, target, _ in _refusals(audit_trail)] == ["model:bcdiag-us/1"]
+
+
+def test_a_model_registered_anew_is_not_mistaken_for_its_old_version_1(
+    small_bundle: ModelBundle, us_scan: Scan
+) -> None:
+    """Deleting a registered model and registering another restarts its numbering at 1;
+    the Predictor must load the new version 1, not keep serving the old one."""
+    first = register(small_bundle)
+    predictor = Predictor(champion_check_s=0)
+    before = predictor.predict(us_scan, "a.png")
+    MlflowClient().delete_registered_model(first.registered_name)
+    second = register(replace(small_bundle, temperature=small_bundle.temperature * 3))
+    after = predictor.predict(us_scan, "a.png")
+    assert before.model.version == after.model.version == "1"
+    assert (before.model.sha256, after.model.sha256) == (first.sha256, second.sha256)
+    assert after.probability_malignant != before.probability_malignant

@@ -247,3 +247,13 @@ def test_an_upload_stored_inverted_says_how_it_is_shown(png: bytes) -> None:
     pdf = analysis_pdf(analysis, png, png, user="bob", generated_at=GENERATED_AT)
     assert note in " ".join(pdf_text(pdf).splitlines())
     assert "the file stores it inverted" not in summary_html(_analysis())
+
+
+def test_a_blank_heatmap_is_said_to_be_no_finding(png: bytes) -> None:
+    note = "no region raised the malignancy score enough to be coloured"
+    blank = _analysis(heatmap_blank=True)
+    assert note in summary_html(blank)
+    pdf = analysis_pdf(blank, png, png, user="bob", generated_at=GENERATED_AT)
+    assert note in " ".join(pdf_text(pdf).splitlines())
+    assert note not in summary_html(_analysis(heatmap_blank=False))
+    assert note not in summary_html(_analysis())  # analyses stored before the field existed

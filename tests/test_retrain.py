@@ -36,6 +36,7 @@ from bcdiag.lifecycle.retrain import FAILED, run_cycle
 from bcdiag.models.bundle import ModelBundle, OperatingPointSpec
 from bcdiag.models.registry import CHAMPION, PREVIOUS_CHAMPION, log_bundle, set_champion
 from bcdiag.serving.inference import Predictor
+from bcdiag.serving.local import LocalScorer
 from bcdiag.settings import get_settings
 from bcdiag.storage import Storage, upgrade
 from bcdiag.storage.models import AuditEvent
@@ -64,7 +65,8 @@ def _bcdiag(*args: str, hub_user: str | None = None) -> subprocess.CompletedProc
 def _analyse(storage: Storage, predictor: Predictor, data_dir: Path, index: int) -> str:
     """Upload a BreastMNIST training image; the version of the model that analysed it."""
     png = breastmnist_png(data_dir, index, "train")
-    outcome = analyse_upload(storage, predictor, png, f"{index}.png", user="dr-a", modality="US")
+    scorer = LocalScorer(predictor)
+    outcome = analyse_upload(storage, scorer, png, f"{index}.png", user="dr-a", modality="US")
     assert isinstance(outcome, AnalysisAccepted)
     return outcome.analysis.model_version
 

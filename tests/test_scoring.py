@@ -13,7 +13,8 @@ from test_inference import register
 
 from bcdiag.errors import ScanRejected
 from bcdiag.lifecycle import gate
-from bcdiag.models.bundle import NOT_SUSPICIOUS, SUSPICIOUS, ModelBundle, Scored
+from bcdiag.models.bundle import ModelBundle, Scored
+from bcdiag.models.calls import NOT_SUSPICIOUS, SUSPICIOUS
 from bcdiag.models.champion_trail import force_champion
 from bcdiag.models.registry import log_bundle
 from bcdiag.scans import read_scan

@@ -90,8 +90,13 @@ def test_every_process_make_run_starts_has_telemetry_off(
         assert kind in everything, everything
     assert everything.count("ipykernel_launcher") >= 2, "an app kernel and a researcher's"
     assert "jupyterhub-singleuser" in everything and "retrain --schedule" in everything
+    assert "bcdiag.serving.service" in everything and "raylet" in everything
     missing = {}
     for process in processes:
+        if commands[process.pid].startswith("ray::"):
+            # Ray's workers and agents retitle themselves (setproctitle), which overwrites
+            # /proc/<pid>/environ; they inherit the raylet's environment, checked here.
+            continue
         try:
             environ = process.environ()  # /proc/<pid>/environ: what it was started with
         except psutil.NoSuchProcess:
@@ -139,12 +144,16 @@ def test_kubernetes_sets_the_same_switches() -> None:
     assert lab_file["mountPath"].startswith("/etc/jupyter/jupyter_server_config.d/")
     assert lab_file["data"] == LAB_SETTINGS
     containers = []
-    for name in ("bcdiag-app.yaml", "mlflow.yaml", "retrain-cronjob.yaml"):
+    for name in ("bcdiag-app.yaml", "mlflow.yaml", "retrain-cronjob.yaml", "bcdiag-scoring.yaml"):
         for document in yaml.safe_load_all((K8S / name).read_text()):
             spec = (document or {}).get("spec", {})
             spec = spec.get("jobTemplate", {}).get("spec", spec)
-            containers += spec.get("template", {}).get("spec", {}).get("containers", [])
-    assert len(containers) == 4  # the app, MLflow, the MLflow UI, retraining
+            cluster = spec.get("rayClusterConfig", {})  # the inference service's Ray pods
+            groups = [cluster.get("headGroupSpec", {}), *cluster.get("workerGroupSpecs", [])]
+            for template in [spec.get("template", {}), *(g.get("template", {}) for g in groups)]:
+                containers += template.get("spec", {}).get("containers", [])
+    # the app, MLflow, the MLflow UI, retraining, the inference service's Ray head and workers
+    assert len(containers) == 6
     for container in containers:
         env = _env_of(container)
         assert {name: env.get(name) for name in TELEMETRY_OFF} == TELEMETRY_OFF, container["name"]

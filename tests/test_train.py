@@ -56,6 +56,9 @@ def test_saved_bundle_reloads_identically_and_refuses_a_changed_file(
     x = images.part("valid").x
     np.testing.assert_allclose(again.probabilities(x), bundle.probabilities(x), rtol=1e-6)
     assert again.operating_point == bundle.operating_point
+    # the scores that chose the threshold are the bundle's own on validation; not saved
+    assert bundle.valid_probabilities is not None and again.valid_probabilities is None
+    np.testing.assert_allclose(bundle.valid_probabilities, bundle.probabilities(x), rtol=1e-5)
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))

@@ -12,7 +12,8 @@ import ipywidgets as widgets
 from bcdiag.app.clinician import ClinicianApp, start_warm_up
 from bcdiag.errors import BcdiagError
 from bcdiag.platform.users import acting_user
-from bcdiag.serving.inference import Predictor
+from bcdiag.serving.client import ServiceClient
+from bcdiag.serving.results import Scorer
 from bcdiag.settings import get_settings
 from bcdiag.storage import Storage
 
@@ -47,16 +48,17 @@ def current_user() -> str:
 
 @dataclass(frozen=True)
 class Preloaded:
-    """A kernel's Predictor and the thread loading its champions (see `preload`)."""
+    """A kernel's client of the inference service and its warm-up thread (`preload`)."""
 
-    predictor: Predictor
+    scorer: Scorer
     warming: threading.Thread
 
 
 def preload() -> Preloaded:
-    """Start loading the champions now: a preheated kernel does it before any request."""
-    predictor = Predictor()
-    return Preloaded(predictor, start_warm_up(predictor))
+    """Start the scan reader and ask the inference service for its champions now: a
+    preheated kernel does it before any request."""
+    scorer = ServiceClient.from_settings()
+    return Preloaded(scorer, start_warm_up(scorer))
 
 
 def build_app(user: str | None = None, preloaded: Preloaded | None = None) -> widgets.Widget:
@@ -67,7 +69,7 @@ def build_app(user: str | None = None, preloaded: Preloaded | None = None) -> wi
     """
     kernel = preloaded or preload()
     app = ClinicianApp(
-        Storage.from_settings(), kernel.predictor, user or current_user(), kernel.warming,
+        Storage.from_settings(), kernel.scorer, user or current_user(), kernel.warming,
         sign_out_url=sign_out_url(),
     )  # fmt: skip
     return app.widget

@@ -18,28 +18,30 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from bcdiag.scans import Scan, judge
-from bcdiag.serving.heatmaps import overlay_png
-from bcdiag.serving.inference import ModelRef, NoModelError, Prediction, Predictor
+from bcdiag.scans import judge
+from bcdiag.serving.results import (
+    NO_MODEL,
+    ModelRef,
+    NoModelError,
+    ScanResult,
+    Scorer,
+    ServiceUnavailable,
+    Upload,
+)
 from bcdiag.storage import Storage, StoredScan
 from bcdiag.storage.analysis_store import NewAnalysis, StoredAnalysis
 
-NO_MODEL = "no-model"
-"""`AnalysisRejected.code` of a valid scan whose modality has no champion model yet."""
+SERVICE_UNAVAILABLE = "service-unavailable"
+"""`AnalysisRejected.code` of a valid scan the inference service did not score in time."""
 
 
 @dataclass(frozen=True)
 class AnalysisAccepted:
-    """A scored upload: the stored analysis, the prediction, and the images to show.
-
-    ``image_png`` is the upload as shown (`Prediction.display`: whole, aspect kept, at
-    most 1024 px, bright tissue on dark); ``heatmap_png`` is the Grad-CAM overlay on it.
-    """
+    """A scored upload: the stored analysis and the result it records (with the images
+    to show)."""
 
     analysis: StoredAnalysis
-    prediction: Prediction
-    image_png: bytes
-    heatmap_png: bytes
+    result: ScanResult
     ok: Literal[True] = True
 
 
@@ -47,7 +49,8 @@ class AnalysisAccepted:
 class AnalysisRejected:
     """An upload that was not analysed: a stable ``code`` and a sentence for people.
 
-    ``scan`` is the stored scan when the file was valid but had no model (``no-model``).
+    ``scan`` is the stored scan when the file was valid but could not be scored yet
+    (``no-model``, ``service-unavailable``): it is listed in the history, to analyse later.
     """
 
     file: str
@@ -62,7 +65,7 @@ AnalysisOutcome = AnalysisAccepted | AnalysisRejected
 
 def analyse_upload(
     storage: Storage,
-    predictor: Predictor,
+    scorer: Scorer,
     data: bytes,
     filename: str,
     *,
@@ -73,7 +76,7 @@ def analyse_upload(
 
     Args:
         storage: where the scan, heatmap, analysis and audit events go.
-        predictor: scores with the champion of the scan's modality.
+        scorer: scores with the champion of the scan's modality (the inference service).
         data: the uploaded file, unchanged.
         filename: the name the user gave it (shown back, never interpreted).
         user: the clinician uploading.
@@ -95,84 +98,89 @@ def analyse_upload(
         return AnalysisRejected(filename, code, verdict.message)
     metadata = verdict.scan.metadata
     scan = storage.store_scan(data, filename=filename, metadata=metadata.as_dict(), user=user)
-    return _score(storage, predictor, verdict.scan, scan, filename, user)
+    return _score(storage, scorer, data, scan, filename, user)
 
 
 def analyse_stored(
-    storage: Storage, predictor: Predictor, scan: StoredScan, filename: str, *, user: str
+    storage: Storage, scorer: Scorer, scan: StoredScan, filename: str, *, user: str
 ) -> AnalysisOutcome:
     """Analyse a scan stored earlier without an analysis (e.g. before its model existed).
 
     The stored file is read again as it was at upload, with the modality it was
     accepted as; nothing new is stored but the analysis.
     """
-    verdict = judge(storage.scan_bytes(scan), filename, modality=scan.modality)
+    data = storage.scan_bytes(scan)
+    verdict = judge(data, filename, modality=scan.modality)
     if verdict.scan is None:  # accepted once; rules may have changed since
         return AnalysisRejected(filename, verdict.code or "rejected", verdict.message, scan)
-    return _score(storage, predictor, verdict.scan, scan, filename, user)
+    return _score(storage, scorer, data, scan, filename, user)
 
 
 def _score(
-    storage: Storage, predictor: Predictor, read: Scan, scan: StoredScan, filename: str, user: str
+    storage: Storage, scorer: Scorer, data: bytes, scan: StoredScan, filename: str, user: str
 ) -> AnalysisOutcome:
-    """Score a stored scan and record the analysis (or that no model could score it)."""
-    metadata = read.metadata
+    """Score a stored scan and record the analysis (or why none could be made)."""
+    modality = scan.modality
     try:
-        prediction = predictor.predict(read, filename, heatmap=True)
+        result = scorer.score(Upload(data, filename, modality))
     except NoModelError:
         storage.record_audit(
             user=user,
             action="analysis.no-model",
             target=f"scan:{scan.id}",
-            details={"modality": metadata.modality},
+            details={"modality": modality},
+        )
+        return AnalysisRejected(filename, NO_MODEL, _no_model_message(filename, modality), scan)
+    except ServiceUnavailable as error:
+        storage.record_audit(
+            user=user,
+            action="analysis.service-unavailable",
+            target=f"scan:{scan.id}",
+            details={"reason": str(error)},
         )
         return AnalysisRejected(
-            filename, NO_MODEL, _no_model_message(filename, metadata.modality), scan
+            filename, SERVICE_UNAVAILABLE, _unavailable_message(filename, error), scan
         )
-    heat = prediction.display_heatmap
-    if heat is None:
-        raise RuntimeError("Predictor.predict(heatmap=True) returned no heatmap")
-    heatmap_png = overlay_png(prediction.display, heat)
-    # The plain image through the same upscaling as the overlay, so both line up; kept
-    # as a blob so a reopened analysis shows exactly what was shown the first time.
-    image_png = overlay_png(prediction.display, np.zeros_like(heat), alpha=0.0)
-    image_sha256 = hashlib.sha256(image_png).hexdigest()
-    storage.blobs.put(image_sha256, image_png)
-    trained = prediction.model.trained_at
+    finding = result.finding
+    image_sha256 = hashlib.sha256(result.image_png).hexdigest()
+    # kept as a blob so a reopened analysis shows exactly what was shown the first time
+    storage.blobs.put(image_sha256, result.image_png)
+    trained = finding.model.trained_at
     trained_at = None if trained is None else f"{trained:%Y-%m-%d %H:%M} UTC"
     analysis = storage.record_analysis(
         NewAnalysis(
             scan_id=scan.id,
             user=user,
-            model_name=prediction.model.name,
-            model_version=prediction.model.version,
-            model_sha256=prediction.model.sha256,
-            probability=prediction.probability_malignant,
-            threshold=prediction.threshold,
-            call=prediction.call,
-            heatmap_png=heatmap_png,
+            model_name=finding.model.name,
+            model_version=finding.model.version,
+            model_sha256=finding.model.sha256,
+            probability=finding.probability_malignant,
+            threshold=finding.threshold,
+            call=finding.call,
+            heatmap_png=result.heatmap_png,
             details={
                 "filename": filename,
-                "sensitivity": prediction.sensitivity,
-                "specificity": prediction.specificity,
-                "modality": prediction.modality,
+                "sensitivity": finding.sensitivity,
+                "specificity": finding.specificity,
+                "modality": finding.modality,
                 "modality_source": (
-                    "from the DICOM header" if metadata.format == "dicom" else "stated at upload"
+                    "from the DICOM header" if scan.format == "dicom" else "stated at upload"
                 ),
                 "image_sha256": image_sha256,
                 "model_trained_at": trained_at,
-                "shown_inverted": prediction.inverted,
-                "training_prevalence": prediction.training_prevalence,
-                "site_prevalence": prediction.site_prevalence,
-                "probability_at_site_prevalence": prediction.probability_at_site_prevalence,
+                "shown_inverted": finding.inverted,
+                "heatmap_blank": result.heatmap_blank,
+                "training_prevalence": finding.training_prevalence,
+                "site_prevalence": finding.site_prevalence,
+                "probability_at_site_prevalence": finding.probability_at_site_prevalence,
             },
         )
     )
-    return AnalysisAccepted(analysis, prediction, image_png, heatmap_png)
+    return AnalysisAccepted(analysis, result)
 
 
-def warm_up(predictor: Predictor) -> list[ModelRef]:
-    """Start the scan reader's worker and load the champions, ahead of the first upload.
+def warm_up(scorer: Scorer) -> list[ModelRef]:
+    """Start the scan reader's worker and ask for the champions, ahead of the first upload.
 
     The reader's worker process is started by its first file, and that start counts
     against the file's ``validate_timeout_s``; a tiny image starts it here instead.
@@ -180,7 +188,7 @@ def warm_up(predictor: Predictor) -> list[ModelRef]:
     buffer = io.BytesIO()
     Image.fromarray(np.full((32, 32), 128, dtype=np.uint8)).save(buffer, format="PNG")
     judge(buffer.getvalue(), "warm-up.png", modality="US")
-    return predictor.warm_up()
+    return scorer.ready()
 
 
 def _no_model_message(filename: str, modality: str | None) -> str:
@@ -192,6 +200,13 @@ def _no_model_message(filename: str, modality: str | None) -> str:
     return (
         f"{filename}: there is no model for {modality} scans yet, so it was stored "
         "but not analysed."
+    )
+
+
+def _unavailable_message(filename: str, error: ServiceUnavailable) -> str:
+    return (
+        f"{filename}: {error}. The scan is stored: in a minute, analyse it "
+        "from “My analyses” or upload it again."
     )
 
 

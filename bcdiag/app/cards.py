@@ -19,11 +19,12 @@ from bcdiag.app.report import (
     DISCLAIMER,
     analysis_pdf,
     calibration_text,
+    heatmap_note,
     image_note,
     operating_point_text,
     site_fact,
 )
-from bcdiag.models.bundle import SUSPICIOUS
+from bcdiag.models.calls import SUSPICIOUS
 from bcdiag.storage import Storage
 from bcdiag.storage.analysis_store import StoredAnalysis, StoredFeedback
 
@@ -59,6 +60,9 @@ def summary_html(analysis: StoredAnalysis) -> str:
     note = image_note(details)
     site_html = "" if site is None else f"<p class='bcdiag-site'>{site[0]}: <b>{site[1]}</b></p>"
     note_html = "" if note is None else f"<p class='bcdiag-image-note'>Image {note}.</p>"
+    blank = heatmap_note(details)
+    if blank is not None:
+        note_html += f"<p class='bcdiag-heatmap-note'>Heatmap: {blank}.</p>"
     return (
         f"<h4>{html.escape(analysis.filename)}</h4>"
         f"<p class='bcdiag-probability'>Probability of malignancy: "

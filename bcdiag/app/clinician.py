@@ -29,7 +29,7 @@ from bcdiag.app.cards import rejection_widget, result_card
 from bcdiag.app.chooser import MAX_FILES, ChosenFile, FileChooser, over_cap_message
 from bcdiag.app.history import HistoryView
 from bcdiag.errors import BcdiagError
-from bcdiag.serving.inference import Predictor
+from bcdiag.serving.results import Scorer
 from bcdiag.storage import Storage
 from bcdiag.storage.history import HistoryEntry
 
@@ -44,8 +44,8 @@ class ClinicianApp:
 
     The history is listed when its tab is opened (or refreshed there).
     Building the app starts `warm_up` in a background thread (``self.warming``): the page
-    shows at once while the champions load, and an early upload waits for the load
-    instead of repeating it. Analyse stays disabled until the kernel holds the chosen
+    shows at once while the scan reader starts and the inference service is asked for
+    its champions. Analyse stays disabled until the kernel holds the chosen
     files (the browser reads and sends a large file for a while after it is chosen)
     and every PNG/JPEG has its kind of scan chosen.
     """
@@ -53,13 +53,13 @@ class ClinicianApp:
     def __init__(
         self,
         storage: Storage,
-        predictor: Predictor,
+        scorer: Scorer,
         user: str,
         warming: threading.Thread | None = None,
         sign_out_url: str | None = None,
     ) -> None:
-        self.storage, self.predictor, self.user = storage, predictor, user
-        self.warming = warming or start_warm_up(predictor)
+        self.storage, self.scorer, self.user = storage, scorer, user
+        self.warming = warming or start_warm_up(scorer)
         self.upload = widgets.FileUpload(
             accept=ACCEPT, multiple=True, description="Choose scans", layout={"width": "auto"}
         )
@@ -169,7 +169,7 @@ class ClinicianApp:
 
     def _upload_one(self, item: ChosenFile) -> AnalysisOutcome:
         return analyse_upload(
-            self.storage, self.predictor, item.data, item.name, user=self.user,
+            self.storage, self.scorer, item.data, item.name, user=self.user,
             modality=item.stated_modality,
         )  # fmt: skip
 
@@ -195,7 +195,7 @@ class ClinicianApp:
 
     def _card(self, outcome: AnalysisAccepted) -> widgets.Widget:
         return result_card(
-            self.storage, outcome.analysis, outcome.image_png, outcome.heatmap_png,
+            self.storage, outcome.analysis, outcome.result.image_png, outcome.result.heatmap_png,
             user=self.user, notify=self.notify,
         )  # fmt: skip
 
@@ -210,9 +210,7 @@ class ClinicianApp:
         scan = self.storage.get_scan(entry.scan_id)
         outcome = self._guarded(
             entry.filename,
-            lambda: analyse_stored(
-                self.storage, self.predictor, scan, entry.filename, user=self.user
-            ),
+            lambda: analyse_stored(self.storage, self.scorer, scan, entry.filename, user=self.user),
         )
         return self._shown(entry.filename, outcome)
 
@@ -227,20 +225,19 @@ class ClinicianApp:
         )
 
 
-def start_warm_up(predictor: Predictor) -> threading.Thread:
-    """Load the champions and start the scan reader in a background thread (`warm_up`).
+def start_warm_up(scorer: Scorer) -> threading.Thread:
+    """Start the scan reader and ask for the champions in a background thread (`warm_up`).
 
-    A failure is logged, not raised: the first upload then loads the models and
-    reports any error on its card.
+    A failure is logged, not raised: the first upload reports any error on its card.
     """
 
     def run() -> None:
         try:
-            ready = warm_up(predictor)
+            ready = warm_up(scorer)
         except Exception as error:  # noqa: BLE001 - the first upload retries and reports
-            log.warning("warm-up failed (%s); the first upload loads the models", error)
+            log.warning("warm-up failed (%s); the first upload will report it", error)
             return
-        log.info("warm-up loaded %s", ", ".join(f"{m.name} v{m.version}" for m in ready))
+        log.info("champions ready: %s", ", ".join(f"{m.name} v{m.version}" for m in ready))
 
     thread = threading.Thread(target=run, name="warm-up", daemon=True)
     thread.start()

@@ -68,6 +68,16 @@ def image_note(details: Mapping[str, Any]) -> str | None:
     return "shown as mammograms are read, bright tissue on dark; the file stores it inverted"
 
 
+def heatmap_note(details: Mapping[str, Any]) -> str | None:
+    """Why the heatmap has no colour, when it has none: None otherwise."""
+    if details.get("heatmap_blank") is not True:
+        return None
+    return (
+        "no region raised the malignancy score enough to be coloured; "
+        "a blank heatmap is not a finding"
+    )
+
+
 def operating_point_text(analysis: StoredAnalysis) -> str:
     """What the call is made at: the threshold on the score and its operating point on
     validation (and, where the site set its prevalence, that the call ignores it)."""
@@ -142,7 +152,10 @@ def _images(
     note = image_note(details)
     caption = "Image" if note is None else f"Image ({note})"
     cells = [[_image(image_png), _image(heatmap_png)]]
-    cells.append([_text(caption, style), _text("Heatmap (Grad-CAM, malignant class)", style)])
+    heat = "Heatmap (Grad-CAM, malignant class)"
+    blank = heatmap_note(details)
+    heat_caption = heat if blank is None else f"{heat}: {blank}"
+    cells.append([_text(caption, style), _text(heat_caption, style)])
     return Table(cells, colWidths=[IMAGE_SIDE + 0.5 * cm] * 2)
 
 

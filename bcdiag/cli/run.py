@@ -36,4 +36,5 @@ def run() -> None:
     admin = ensure_first_admin(settings)
     services = platform_services(settings)
     welcome = _welcome(hub_url(settings), admin)
-    sys.exit(supervise(services, welcome=welcome, record=process_record(settings)))
+    # 180 s: the hub counts as started once its inference service (a Ray cluster) answers
+    sys.exit(supervise(services, 180, welcome=welcome, record=process_record(settings)))

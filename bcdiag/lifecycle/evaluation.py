@@ -54,8 +54,19 @@ class PartScores:
         return PartScores(self.name + PATIENT_SUFFIX, y, p, [str(n) for n in names])
 
 
-def score_parts(bundle: ModelBundle, images: ImageSet, *, external: bool) -> list[PartScores]:
-    """The image-level parts of `images` to evaluate, each scored once."""
+def score_parts(
+    bundle: ModelBundle,
+    images: ImageSet,
+    *,
+    external: bool,
+    valid_scores: NDArray[np.float32] | None = None,
+) -> list[PartScores]:
+    """The image-level parts of `images` to evaluate, each scored once.
+
+    Args:
+        valid_scores: the validation split's probabilities when already known (a bundle
+            just trained on `images`: `ModelBundle.valid_probabilities`).
+    """
     if external:
         parts = [("external", images)]
     else:
@@ -63,9 +74,14 @@ def score_parts(bundle: ModelBundle, images: ImageSet, *, external: bool) -> lis
         if images.modality == "US":
             dedup = images.subset((images.split == "test") & ~near_duplicates_of_train(images))
             parts.append(("test_dedup", dedup))
-    return [
-        PartScores(name, part.y, bundle.probabilities(part.x), part.groups) for name, part in parts
-    ]
+    scored = []
+    for name, part in parts:
+        known = valid_scores if name == "valid" else None
+        if known is not None and len(known) != len(part.y):
+            raise ValueError(f"{len(known)} validation scores for {len(part.y)} images")
+        p = bundle.probabilities(part.x) if known is None else known
+        scored.append(PartScores(name, part.y, p, part.groups))
+    return scored
 
 
 def evaluate_parts(bundle: ModelBundle, parts: list[PartScores]) -> list[Evaluation]:

@@ -97,7 +97,7 @@ def run_training(
             bundle = train_bundle_distributed(images, recipe, processes, run_id=run.info.run_id)
         else:
             bundle = train_bundle(images, recipe, cbs=[callback])
-        parts = score_parts(bundle, images, external=False)
+        parts = score_parts(bundle, images, external=False, valid_scores=bundle.valid_probabilities)
         evaluations = evaluate_parts(bundle, parts)
         log_evaluation(bundle, parts, evaluations, callback.history)
         card = model_card(bundle, images, evaluations, params)

@@ -27,6 +27,7 @@ from torch import nn
 
 from bcdiag.errors import BcdiagError, ScanRejected
 from bcdiag.models.architectures import build_model
+from bcdiag.models.calls import NOT_SUSPICIOUS, SUSPICIOUS
 from bcdiag.models.metrics import apply_temperature
 from bcdiag.preprocess import Framing, prepare_framed
 from bcdiag.scans.rules import reject
@@ -34,7 +35,6 @@ from bcdiag.scans.types import Scan
 
 FORMAT_VERSION = 1
 SCORING_BATCH = 32  # images per forward pass: a whole split at 384 px would need ~7 GB
-SUSPICIOUS, NOT_SUSPICIOUS = "suspicious", "not suspicious"
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,10 @@ class ModelBundle:
     tta_flip: bool = True
     tta_rotations: tuple[float, ...] = ()
     info: dict[str, Any] = field(default_factory=dict)
+    # Set by `finish_bundle`: the validation split's probabilities that chose the
+    # threshold, which the training run's evaluation reuses (a pass at 384 px takes
+    # minutes on 2 cores). Not saved: a loaded bundle has None.
+    valid_probabilities: NDArray[np.float32] | None = field(default=None, repr=False, compare=False)
 
     def networks(self) -> list[nn.Module]:
         """The ensemble members in eval mode."""

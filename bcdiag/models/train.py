@@ -240,6 +240,7 @@ def finish_bundle(
     logits = bundle.logits(valid.x)  # once: at 384 px a pass over valid takes minutes
     bundle.temperature = fit_temperature(valid.y, logits)
     probabilities = apply_temperature(logits, bundle.temperature).astype(np.float32)
+    bundle.valid_probabilities = probabilities
     threshold = choose_threshold(
         valid.y, probabilities, rule=config.threshold_rule, min_sensitivity=config.min_sensitivity
     )

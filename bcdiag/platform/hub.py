@@ -23,7 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from bcdiag.platform.secret_files import secret_file
-from bcdiag.platform.services import APP_HEALTH_PATH, MAX_UPLOAD_BYTES, app_service, mlflow_service
+from bcdiag.platform.services import (
+    APP_HEALTH_PATH,
+    MAX_UPLOAD_BYTES,
+    app_service,
+    mlflow_service,
+    scoring_service,
+)
 from bcdiag.platform.telemetry import telemetry_off_env
 from bcdiag.processes import Service
 from bcdiag.settings import Settings
@@ -31,6 +37,7 @@ from bcdiag.settings import Settings
 GROUPS = ("clinicians", "researchers", "admins")
 APP_SERVICE = "bcdiag-app"
 MLFLOW_SERVICE = "mlflow"
+SCORING_SERVICE = "bcdiag-scoring"  # the inference service (Ray Serve)
 ADMIN_SERVICE = "bcdiag-admin"  # holds the API token `bcdiag users` uses on a live hub
 USER_HEADER = "X-CDSDASHBOARDS-JH-USER"  # what jhsingle-native-proxy --forward-user-info sets
 ALLOWED_FAILED_LOGINS = 5
@@ -141,11 +148,23 @@ def bcdiag_env(extra: dict[str, str]) -> dict[str, str]:
 
 
 def services(settings: Settings) -> list[dict[str, Any]]:
-    """Hub-managed services: the clinician app and MLflow UI proxies, and the admin token."""
+    """Hub-managed services: the inference service, the clinician app and MLflow UI
+    proxies, and the admin token.
+
+    The inference service has no route through the proxy (no ``url``): only the app, on
+    this machine, asks it for scores. The hub restarts it if it exits.
+    """
+    scoring = scoring_service(settings)
     app = app_service(settings, base_url=f"/services/{APP_SERVICE}/")
     ui = mlflow_service(settings, port="{port}")  # the port jhsingle-native-proxy picks
     ui_argv = [arg if arg == "{port}" else _escaped([arg])[0] for arg in ui.argv]
     return [
+        {
+            "name": SCORING_SERVICE,
+            "display": False,
+            "command": scoring.argv,
+            "environment": bcdiag_env(scoring.env),
+        },
         {
             "name": APP_SERVICE,
             "display": True,
@@ -206,13 +225,15 @@ def hub_service(settings: Settings) -> Service:
     hub_dir(settings).mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "jupyterhub", "-f", str(HUB_CONFIG)]
     url = hub_url(settings)
-    return Service("hub", argv, f"{url}/hub/health", f"{url}/", hub_env(settings))
+    # started once the inference service it runs answers too: the first upload is scored
+    scoring = scoring_service(settings).health_url
+    return Service("hub", argv, f"{url}/hub/health", f"{url}/", hub_env(settings), (scoring,))
 
 
 HUB_SETTINGS = (
     "home", "notebooks_dir", "port", "hub_api_port", "proxy_api_port", "app_port",
-    "app_proxy_port", "mlflow_port", "mlflow_proxy_port", "session_hours", "idle_minutes",
-    "lockout_seconds", "app_pool_size", "app_max_kernels",
+    "app_proxy_port", "mlflow_port", "mlflow_proxy_port", "scoring_port", "session_hours",
+    "idle_minutes", "lockout_seconds", "app_pool_size", "app_max_kernels",
 )  # fmt: skip
 
 

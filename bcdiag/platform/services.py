@@ -1,5 +1,6 @@
-"""Servers `make run` starts: MLflow, the clinician app (which the hub runs as its
-service) and the retraining scheduler; `bcdiag.platform.startup` lists them all."""
+"""Servers `make run` starts: MLflow, the inference service and the clinician app (which
+the hub runs as its services) and the retraining scheduler; `bcdiag.platform.startup`
+lists them all."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from bcdiag.platform.secret_files import private_json, secret_file
 from bcdiag.platform.telemetry import with_jupyter_dir
 from bcdiag.processes import Service
+from bcdiag.serving.client import HEALTH_PATH, SCORING_TOKEN_ENV
 from bcdiag.settings import Settings
 
 
@@ -58,6 +60,33 @@ def app_token_config(settings: Settings, token: str) -> Path:
 APP_HEALTH_PATH = "/voila/templates/lab/static/labvariables.css"
 
 
+def scoring_token(settings: Settings) -> str:
+    """The token the app and the inference service share (0600 in the hub's state)."""
+    return secret_file(settings.home / "hub" / "scoring-token")
+
+
+def scoring_service(settings: Settings) -> Service:
+    """The inference service (`bcdiag.serving.service`): Ray Serve on 127.0.0.1.
+
+    Its health URL answers once a replica is up, with the champions it holds.
+    """
+    url = f"http://127.0.0.1:{settings.scoring_port}"
+    token = scoring_token(settings)
+    env = {
+        "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri,
+        "BCDIAG_HOME": str(settings.home),
+        "BCDIAG_SCORING_PORT": str(settings.scoring_port),
+        SCORING_TOKEN_ENV: token,
+        # Ray's control plane (GCS, raylet) asks every client for the same token.
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": token,
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        "TQDM_DISABLE": "1",
+    }
+    argv = [sys.executable, "-m", "bcdiag.serving.service"]
+    return Service("inference service", argv, f"{url}{HEALTH_PATH}", url, env)
+
+
 def app_service(settings: Settings, base_url: str = "/") -> Service:
     """The clinician app: Voilà serving notebooks/app.ipynb (no file browser, no code).
 
@@ -89,6 +118,8 @@ def app_service(settings: Settings, base_url: str = "/") -> Service:
     env = {
         "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri,
         "BCDIAG_HOME": str(settings.home),
+        "BCDIAG_SCORING_URL": settings.resolved_scoring_url,
+        SCORING_TOKEN_ENV: scoring_token(settings),
         "JUPYTER_PATH": with_jupyter_dir("JUPYTER_PATH"),  # where the bcdiag template is
         # A kernel's stderr ends up on the clinician's page: no library progress bars.
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",

@@ -16,8 +16,9 @@ def platform_services(settings: Settings) -> list[Service]:
 
     MLflow runs under this supervisor on 127.0.0.1. The hub (`bcdiag.platform.hub`) starts
     configurable-http-proxy, the researchers' servers, and as hub-managed services the
-    hub-OAuth proxies that run the clinician app (Voilà, /services/bcdiag-app/) and the
-    MLflow UI (/services/mlflow/).
+    inference service (Ray Serve, `bcdiag.serving.service`) and the hub-OAuth proxies that
+    run the clinician app (Voilà, /services/bcdiag-app/) and the MLflow UI
+    (/services/mlflow/).
     """
     return [mlflow_service(settings), hub_service(settings), scheduler_service(settings)]
 

@@ -31,7 +31,8 @@ from bcdiag.scans.files import iter_files, judge_file
 from bcdiag.scans.rules import reject, shown
 from bcdiag.scans.types import Verdict
 from bcdiag.serving.heatmaps import overlay_png
-from bcdiag.serving.inference import NoModelError, Predictor, UnapprovedChampion
+from bcdiag.serving.inference import Predictor
+from bcdiag.serving.results import NoModelError, UnapprovedChampion
 from bcdiag.settings import get_settings
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")

@@ -20,11 +20,11 @@ from __future__ import annotations
 import getpass
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import NamedTuple
 
 import mlflow
 import numpy as np
@@ -35,116 +35,38 @@ from numpy.typing import NDArray
 from torch import nn
 
 from bcdiag.errors import BcdiagError, ScanRejected
-from bcdiag.models.bundle import ModelBundle
+from bcdiag.models.bundle import ModelBundle, Scored
 from bcdiag.models.champion_trail import recorded_champion, target
 from bcdiag.models.metrics import at_prevalence
 from bcdiag.models.registry import CHAMPION, MODEL_NAMES, load_version
 from bcdiag.scans import Scan
 from bcdiag.serving.heatmaps import for_display, grad_cam, heat_for_display
+from bcdiag.serving.results import (
+    Finding,
+    ModelRef,
+    NoModelError,
+    RegistryUnavailable,
+    UnapprovedChampion,
+)
 from bcdiag.settings import get_settings
 from bcdiag.storage import Storage
 
 CHAMPION_REFUSED = "model.champion-refused"
 
 
-class NoModelError(BcdiagError):
-    """No model can score this scan: unknown modality, or no champion registered yet."""
-
-
-class RegistryUnavailable(BcdiagError):
-    """The model registry did not answer in time or failed; no model could be chosen."""
-
-
-class UnapprovedChampion(BcdiagError):
-    """The champion alias names a version bcdiag did not make champion: no result."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            "the current model has not passed the quality gate; results are withheld; "
-            "contact your administrator"
-        )
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """The registered version that made a prediction.
-
-    ``trained_at`` is the version's registration time: bcdiag registers a bundle at the
-    end of the run that trained it.
-    """
-
-    name: str
-    version: str
-    sha256: str
-    trained_at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """One scan's result.
-
-    ``probability_malignant`` is calibrated to the model's training set, whose share of
-    malignant images is ``training_prevalence`` (None for models trained before it was
-    recorded); ``site_prevalence`` is this site's setting for the modality
-    (``BCDIAG_PREVALENCE_MG`` / ``_US``, None when unset), and
-    ``probability_at_site_prevalence`` the probability converted to it (prior shift,
-    `bcdiag.models.metrics.at_prevalence`; None when either prevalence is unknown). The
-    call stays at the threshold on ``probability_malignant``; sensitivity and
-    specificity are the operating point's on validation data.
+@dataclass(frozen=True, kw_only=True)
+class Prediction(Finding):
+    """One scan's result with its pixels.
 
     ``heatmap`` is the Grad-CAM map over ``prepared``, the model's input (when asked
     for); ``display`` is the upload as shown to people (`heatmaps.for_display`) and
-    ``display_heatmap`` the map laid onto it (`heatmaps.heat_for_display`);
-    ``inverted`` says the upload stores the image inverted, and ``display`` shows it
-    turned back, bright tissue on dark.
+    ``display_heatmap`` the map laid onto it (`heatmaps.heat_for_display`).
     """
 
-    file: str
-    probability_malignant: float
-    call: str
-    threshold: float
-    sensitivity: float
-    specificity: float
-    modality: str
-    model: ModelRef
     heatmap: NDArray[np.float32] | None
     prepared: NDArray[np.float32]
     display: NDArray[np.float32]
     display_heatmap: NDArray[np.float32] | None = None
-    inverted: bool = False
-    training_prevalence: float | None = None
-    site_prevalence: float | None = None
-    probability_at_site_prevalence: float | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        """The result without pixels, as one JSON-safe object: ``site_prevalence`` and
-        ``probability_at_site_prevalence`` only when the site's prevalence is set (the
-        latter null when the model did not record its training prevalence)."""
-        site = (
-            {}
-            if self.site_prevalence is None
-            else {
-                "site_prevalence": self.site_prevalence,
-                "probability_at_site_prevalence": self.probability_at_site_prevalence,
-            }
-        )
-        return {
-            "file": self.file,
-            "probability_malignant": self.probability_malignant,
-            "call": self.call,
-            "threshold": self.threshold,
-            "sensitivity": self.sensitivity,
-            "specificity": self.specificity,
-            "modality": self.modality,
-            "model": {
-                "name": self.model.name,
-                "version": self.model.version,
-                "sha256": self.model.sha256,
-                "trained_at": _iso(self.model.trained_at),
-            },
-            "training_prevalence": self.training_prevalence,
-            **site,
-        }
 
 
 @dataclass(frozen=True)
@@ -188,20 +110,21 @@ class Predictor:
         self._cam_lock = threading.Lock()
         self._lookup_lock = threading.Lock()
         self._lookups: dict[tuple[str, str], _AliasLookup] = {}
-        self._loaded: dict[tuple[str, str, str], _Loaded] = {}
+        self._loaded: dict[tuple[str, str, str, datetime], _Loaded] = {}
 
     def warm_up(self) -> list[ModelRef]:
         """Load every modality's champion and run it once (with Grad-CAM) on a blank
         image, so that the first scan pays neither model loading nor first-call costs.
 
         Returns:
-            The champions now loaded; modalities without a usable one are left out.
+            The champions now loaded; modalities without a usable one (or whose lookup
+            failed: the first scan asks again) are left out.
         """
         ready = []
         for modality in MODEL_NAMES:
             try:
                 model = self._champion(modality)
-            except (NoModelError, UnapprovedChampion):
+            except (NoModelError, UnapprovedChampion, RegistryUnavailable):
                 continue
             blank = np.zeros((model.bundle.image_size,) * 2, dtype=np.float32)
             model.bundle.score_prepared(blank[None], model.nets)
@@ -209,6 +132,11 @@ class Predictor:
                 grad_cam(model.bundle, model.nets, blank)
             ready.append(model.ref)
         return ready
+
+    def loaded(self) -> list[ModelRef]:
+        """The champions held in memory, as last looked up, without asking the registry."""
+        with self._load_lock:
+            return [model.ref for model in self._loaded.values()]
 
     def predict(self, scan: Scan, file: str, *, heatmap: bool = False) -> Prediction:
         """Probability of malignancy and the call at the model's operating point
@@ -221,11 +149,47 @@ class Predictor:
             StorageError: the audit trail could not be read.
             ScanRejected: the champion reads another modality (``wrong-modality``).
         """
-        model = self._champion(scan.metadata.modality)
+        (predicted,) = self.predict_many([(file, scan)], heatmap=heatmap)
+        if isinstance(predicted, BcdiagError):
+            raise predicted
+        return predicted
+
+    def predict_many(
+        self, scans: Sequence[tuple[str, Scan]], *, heatmap: bool = False
+    ) -> list[Prediction | BcdiagError]:
+        """`predict` for many scans: those of one modality go through their champion as
+        one batch. Per scan, in order, its `Prediction` or the error `predict` would
+        raise for it (one failure never fails the rest).
+
+        Raises:
+            StorageError: the audit trail could not be read.
+        """
+        results: list[Prediction | BcdiagError | None] = [None] * len(scans)
+        by_modality: dict[str | None, list[int]] = {}
+        for index, (_, scan) in enumerate(scans):
+            by_modality.setdefault(scan.metadata.modality, []).append(index)
+        for modality, indices in by_modality.items():
+            try:
+                model = self._champion(modality)
+            except (NoModelError, UnapprovedChampion, RegistryUnavailable) as error:
+                for index in indices:
+                    results[index] = error
+                continue
+            chosen = [scans[index] for index in indices]
+            scored = model.bundle.score(chosen, model.nets)
+            for index, (file, scan), item in zip(indices, chosen, scored, strict=True):
+                results[index] = (
+                    item
+                    if isinstance(item, ScanRejected)
+                    else self._prediction(model, file, scan, item, heatmap=heatmap)
+                )
+        return [result for result in results if result is not None]
+
+    def _prediction(
+        self, model: _Loaded, file: str, scan: Scan, scored: Scored, *, heatmap: bool
+    ) -> Prediction:
+        """`scored` with its operating point, prevalences and (asked for) heatmap."""
         bundle = model.bundle
-        (scored,) = bundle.score([(file, scan)], model.nets)
-        if isinstance(scored, ScanRejected):
-            raise scored
         framing = scored.framing
         if framing is None:
             raise RuntimeError("ModelBundle.score returned a result without its framing")
@@ -271,21 +235,25 @@ class Predictor:
         if name is None:
             raise NoModelError(f"no model for {modality} yet")
         uri = mlflow.get_tracking_uri()
-        version = self._champion_version(uri, name)
-        if version is None:
+        found = self._champion_version(uri, name)
+        if found is None:
             raise NoModelError(
                 f"no champion model for {modality} yet: train and promote one ({name})"
             )
-        key = (uri, name, version)
+        # A model deleted and registered again numbers its versions from 1 anew: the
+        # registration time tells its version 1 from the old one's.
+        key = (uri, name, found.version, found.registered_at)
         with self._load_lock:
             if key not in self._loaded:
-                bundle, info = load_version(name, version)
-                trained_at = _registered_at(uri, name, info.version)
-                ref = ModelRef(info.name, info.version, info.sha256, trained_at)
+                bundle, info = load_version(name, found.version)
+                ref = ModelRef(info.name, info.version, info.sha256, found.registered_at)
+                # the champion it replaces is dropped (a request still using it keeps it)
+                for old in [k for k in self._loaded if k[:2] == (uri, name)]:
+                    del self._loaded[old]
                 self._loaded[key] = _Loaded(ref, bundle, bundle.networks())
             return self._loaded[key]
 
-    def _champion_version(self, uri: str, name: str) -> str | None:
+    def _champion_version(self, uri: str, name: str) -> _Version | None:
         """The champion alias, from a lookup younger than ``champion_check_s`` if any."""
         key = (uri, name)
         with self._lookup_lock:
@@ -302,21 +270,21 @@ class Predictor:
             raise lookup.error
         return lookup.version
 
-    def _approved_champion(self, uri: str, name: str) -> str | None:
+    def _approved_champion(self, uri: str, name: str) -> _Version | None:
         """The champion's version if it has a passing gate record; `UnapprovedChampion`
         (and an audit event) if not; None if there is no champion."""
-        version = _registry_champion(uri, name)
-        if version is None:
+        found = _registry_champion(uri, name)
+        if found is None:
             return None
         given = self._storage
         with Storage.from_settings() if given is None else nullcontext(given) as storage:
             recorded = recorded_champion(storage, name)
-            if recorded == version:
-                return version
+            if recorded == found.version:
+                return found
             storage.record_audit(
                 user=getpass.getuser(),
                 action=CHAMPION_REFUSED,
-                target=target(name, version),
+                target=target(name, found.version),
                 details={"recorded_champion": recorded, "tracking_uri": uri},
             )
         raise UnapprovedChampion()
@@ -330,10 +298,10 @@ class _AliasLookup:
     """
 
     def __init__(
-        self, fetch: Callable[[], str | None], name: str, clock: Callable[[], float]
+        self, fetch: Callable[[], _Version | None], name: str, clock: Callable[[], float]
     ) -> None:
         self.done = threading.Event()
-        self.version: str | None = None
+        self.version: _Version | None = None
         self.error: Exception | None = None
         self.finished_at = 0.0
         self._clock = clock
@@ -341,7 +309,7 @@ class _AliasLookup:
             target=self._run, args=(fetch,), name=f"champion of {name}", daemon=True
         ).start()
 
-    def _run(self, fetch: Callable[[], str | None]) -> None:
+    def _run(self, fetch: Callable[[], _Version | None]) -> None:
         try:
             self.version = fetch()
         except Exception as error:  # noqa: BLE001 - re-raised in the thread that waits
@@ -362,12 +330,6 @@ class _AliasLookup:
         return now - self.finished_at >= check_s
 
 
-def _registered_at(uri: str, name: str, version: str) -> datetime:
-    """When ``version`` of ``name`` was registered (UTC)."""
-    found = MlflowClient(uri).get_model_version(name, version)
-    return datetime.fromtimestamp(int(found.creation_timestamp) / 1000, UTC)
-
-
 def _training_prevalence(bundle: ModelBundle) -> float | None:
     """The share of malignant training images, as `finish_bundle` records it (older
     bundles lack it)."""
@@ -381,14 +343,21 @@ def _site_prevalence(modality: str) -> float | None:
     return {"MG": settings.prevalence_mg, "US": settings.prevalence_us}.get(modality)
 
 
-def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat()
+class _Version(NamedTuple):
+    """A registered version: its number, and when it was registered (UTC)."""
+
+    version: str
+    registered_at: datetime
 
 
-def _registry_champion(uri: str, name: str) -> str | None:
-    """The champion's version number, None when the model or the alias does not exist."""
+def _registry_champion(uri: str, name: str) -> _Version | None:
+    """The champion's version, None when the model or the alias does not exist."""
+    client = MlflowClient(uri)
     try:
-        aliases = MlflowClient(uri).get_registered_model(name).aliases
+        version = client.get_registered_model(name).aliases.get(CHAMPION)
+        if version is None:
+            return None
+        registered = client.get_model_version(name, str(version)).creation_timestamp
     except MlflowException as error:
         if error.error_code == "RESOURCE_DOES_NOT_EXIST":
             return None
@@ -396,5 +365,4 @@ def _registry_champion(uri: str, name: str) -> str | None:
             f"the model registry failed ({error.error_code}), so no model could be chosen; "
             "please try again in a few minutes"
         ) from error
-    version = aliases.get(CHAMPION)
-    return None if version is None else str(version)
+    return _Version(str(version), datetime.fromtimestamp(int(registered) / 1000, UTC))
