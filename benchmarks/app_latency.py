@@ -94,13 +94,16 @@ def recipe_network(dataset: str, modality: str) -> ModelBundle:
 
 
 def timed_upload(page: Page, path: Path) -> Upload:
-    """Choose `path`, wait for the kernel to hold it, press Analyse, wait for its card."""
+    """Choose `path`, wait for the kernel to hold it, state ultrasound for a PNG, press
+    Analyse, wait for its card."""
     with page.expect_file_chooser() as chooser:
         page.locator("button.widget-upload").click()
     began = time.perf_counter()
     chooser.value.set_files(str(path))
     page.get_by_text("Received 1 file(s)").wait_for(timeout=120_000)
     received = time.perf_counter()
+    if path.suffix == ".png":  # the kind of scan has no default for PNG/JPEG
+        page.get_by_role("button", name="Ultrasound", exact=True).click()
     page.get_by_role("button", name="Analyse").click()
     # the card's title (the hidden history tab also names the file)
     page.locator("h4", has_text=path.name).wait_for(timeout=120_000)

@@ -143,6 +143,8 @@ async def clinician(browser: Browser, url: str, name: str, scan: Path) -> Sessio
         async with page.expect_file_chooser() as chooser:
             await page.locator("button.widget-upload").click()
         await (await chooser.value).set_files(str(scan))
+        # a PNG's kind of scan has no default: the clinician states it
+        await page.get_by_role("button", name="Ultrasound", exact=True).click()
         await page.get_by_role("button", name="Analyse").click(timeout=TIMEOUT_MS)
         await page.get_by_text("Probability of malignancy").wait_for(timeout=TIMEOUT_MS)
         return Session(signed_in - started, time.monotonic() - signed_in)

@@ -30,7 +30,7 @@ from bcdiag.app.analyses import (
 from bcdiag.errors import ScanRejected
 from bcdiag.models.bundle import ModelBundle
 from bcdiag.models.champion_trail import force_champion
-from bcdiag.models.registry import log_bundle
+from bcdiag.models.registry import RegisteredModel, log_bundle
 from bcdiag.platform.services import scoring_service, scoring_token
 from bcdiag.processes import free_port, start, stop
 from bcdiag.serving.client import ServiceClient
@@ -44,10 +44,15 @@ pytestmark = pytest.mark.usefixtures("mlflow_tracking")
 
 
 def champion(bundle: ModelBundle, storage: Storage) -> str:
+    """Register `bundle` and make it its modality's champion; its version."""
+    return promoted(bundle, storage).version
+
+
+def promoted(bundle: ModelBundle, storage: Storage) -> RegisteredModel:
     with mlflow.start_run():
         logged = log_bundle(bundle)
     force_champion(logged.registered_name, logged.version, storage=storage, user="admin")
-    return logged.version
+    return logged
 
 
 def test_scores_an_upload_as_scoring_in_this_process_does(
@@ -191,3 +196,15 @@ def test_a_hung_then_killed_service_is_a_message_and_its_return_serves_again(
     storage.close()
     assert isinstance(again, AnalysisAccepted)
     assert again.analysis.scan_id == hung.scan.id
+
+
+def test_a_promoted_champion_is_loaded_before_any_upload_asks_for_it(
+    scoring_server: ScoringServer, small_bundle: ModelBundle
+) -> None:
+    client = scoring_server.client()
+    changed = replace(small_bundle, temperature=small_bundle.temperature * 2)
+    sha256 = promoted(changed, scoring_server.storage).sha256
+    deadline = time.monotonic() + 60
+    while [m.sha256 for m in client.ready()] != [sha256] and time.monotonic() < deadline:
+        time.sleep(1)
+    assert [model.sha256 for model in client.ready()] == [sha256]  # no /score was sent

@@ -133,6 +133,17 @@ class Predictor:
             ready.append(model.ref)
         return ready
 
+    def refresh(self) -> list[ModelRef]:
+        """Look up each modality's champion (at most every ``champion_check_s``) and load a
+        new one now, so that no upload waits for it; the champions ready are returned."""
+        ready = []
+        for modality in MODEL_NAMES:
+            try:
+                ready.append(self._champion(modality).ref)
+            except (NoModelError, UnapprovedChampion, RegistryUnavailable):
+                continue
+        return ready
+
     def loaded(self) -> list[ModelRef]:
         """The champions held in memory, as last looked up, without asking the registry."""
         with self._load_lock:

@@ -4,10 +4,10 @@ loaded once, and scores every upload of the clinician app.
 - ``POST /score?filename=NAME[&modality=MG|US]`` with the file as the body: 200 and a
   `ScanResult` as JSON, or 422 and ``code`` / ``message`` when the file is not a usable
   scan or no model can score it (`bcdiag.serving.results.error_json`).
-- ``GET /health``: ``status`` and the models a replica holds, without asking the
-  registry; 200 only once a replica is up, so it is what `make run` waits for. A newly
-  promoted champion is loaded by the first request after it (within
-  ``champion_check_s``), without a restart.
+- ``GET /health``: ``status`` and the champions a replica holds, without asking the
+  registry; 200 only once a replica is up, so it is what `make run` waits for. A replica
+  looks for new champions every ``champion_check_s`` and loads one as soon as it is
+  promoted, without a restart.
 
 Scoring asks for the bearer token `bcdiag.serving.client.service_token`: the port is on
 127.0.0.1, where researchers' own accounts also run; health names models, nothing more.
@@ -24,10 +24,12 @@ KubeRay's RayService runs the same application (``hub_config/k8s/``).
 import asyncio
 import hmac
 import json
+import logging
 import shutil
 import signal
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -47,9 +49,11 @@ from bcdiag.serving.results import ScanResult, Upload, error_json
 from bcdiag.settings import Settings, get_settings
 
 APPLICATION = "bcdiag"
+REFRESH_S = 5.0  # how often a replica looks for new champions when champion_check_s is 0
 BATCH_WAIT_S = 0.01
 OBJECT_STORE_BYTES = 128 * 2**20  # requests travel over HTTP; Ray's store holds little
 
+log = logging.getLogger(__name__)
 api = FastAPI(title="bcdiag inference service", docs_url=None, redoc_url=None)
 
 
@@ -70,6 +74,17 @@ class Scorer:
         self._scorer = LocalScorer()
         self._scorer.ready()  # what has no champion yet (or no registry) loads later
         self._score_batch.set_max_batch_size(max_batch)  # type: ignore[attr-defined]  # @serve.batch's
+        threading.Thread(target=self._keep_champions, name="champions", daemon=True).start()
+
+    def _keep_champions(self) -> None:
+        """Load a newly promoted champion as soon as it is seen, not with the first upload
+        after it (loading one takes seconds)."""
+        while True:
+            time.sleep(get_settings().champion_check_s or REFRESH_S)
+            try:
+                self._scorer.predictor.refresh()
+            except BcdiagError as error:  # e.g. the audit trail is down: uploads say so
+                log.warning("champion refresh failed: %s", error)
 
     def _allowed(self, request: Request) -> bool:
         given = request.headers.get("authorization", "")
