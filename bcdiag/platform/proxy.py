@@ -26,6 +26,12 @@ Two more for the MLflow UI:
   instance: the clinician app has no such paths, and a rule that no option can leave off
   cannot be forgotten on the MLflow service.
 
+Its forwarded requests share tornado's ``AsyncHTTPClient``, whose default of 10
+requests at a time queues the rest and fails them with HTTP 599 after 20 s. A Voilà page
+request lasts until its kernel has run the notebook, so the 11th clinician to open the
+app in a burst got an error page instead of the app (benchmarks/hub_load.py, N = 20: 11
+of 20). The client now takes `MAX_FORWARDED` requests at a time.
+
 A cosmetic one: its ``oauth_proxy`` is wrapped by tornado's ``authenticated``,
 which redirects a visitor who is not signed in and returns None, which the proxy then
 awaits; the visitor got the redirect but every such request (and the hub's minutely
@@ -46,11 +52,13 @@ from urllib.parse import urlparse
 
 from jhsingle_native_proxy import main as jhsingle
 from jhsingle_native_proxy.proxyhandlers import ProxyHandler, SuperviseAndProxyHandler
-from tornado import web
+from tornado import httpclient, web
 
 from bcdiag.platform import mlflow_ui
 from bcdiag.platform.registry_guard import REFUSAL, refuses
 from bcdiag.platform.services import PROXIED_TOKEN_ENV
+
+MAX_FORWARDED = 256  # requests forwarded at a time (tornado's default: 10)
 
 _forward_websocket = ProxyHandler.ws_get
 _request_options = ProxyHandler.proxy_request_options
@@ -105,8 +113,14 @@ def headers_with_token(handler: Any, headers: Any, query: Any) -> tuple[Any, Any
     return headers, query
 
 
+def forward_many() -> None:
+    """Let the forwarding HTTP client take `MAX_FORWARDED` requests at a time."""
+    httpclient.AsyncHTTPClient.configure(None, max_clients=MAX_FORWARDED)
+
+
 def harden() -> None:
-    """Install the fixes on jhsingle-native-proxy's handler classes."""
+    """Install the fixes on jhsingle-native-proxy's handler classes and HTTP client."""
+    forward_many()
     ProxyHandler.check_origin = same_origin
     ProxyHandler.ws_get = authenticated_ws_get
     ProxyHandler.proxy_request_options = any_method_options
