@@ -248,6 +248,9 @@ class Predictor:
         uri = mlflow.get_tracking_uri()
         found = self._champion_version(uri, name)
         if found is None:
+            with self._load_lock:  # a champion that is gone is not held either
+                for gone in [k for k in self._loaded if k[:2] == (uri, name)]:
+                    del self._loaded[gone]
             raise NoModelError(
                 f"no champion model for {modality} yet: train and promote one ({name})"
             )
