@@ -121,11 +121,7 @@ class Predictor:
             failed: the first scan asks again) are left out.
         """
         ready = []
-        for modality in MODEL_NAMES:
-            try:
-                model = self._champion(modality)
-            except (NoModelError, UnapprovedChampion, RegistryUnavailable):
-                continue
+        for model in self._usable_champions():
             blank = np.zeros((model.bundle.image_size,) * 2, dtype=np.float32)
             model.bundle.score_prepared(blank[None], model.nets)
             with self._cam_lock:
@@ -136,13 +132,18 @@ class Predictor:
     def refresh(self) -> list[ModelRef]:
         """Look up each modality's champion (at most every ``champion_check_s``) and load a
         new one now, so that no upload waits for it; the champions ready are returned."""
-        ready = []
+        return [model.ref for model in self._usable_champions()]
+
+    def _usable_champions(self) -> list[_Loaded]:
+        """Each modality's champion, loaded; those without a usable one (or whose lookup
+        failed) left out."""
+        usable = []
         for modality in MODEL_NAMES:
             try:
-                ready.append(self._champion(modality).ref)
+                usable.append(self._champion(modality))
             except (NoModelError, UnapprovedChampion, RegistryUnavailable):
                 continue
-        return ready
+        return usable
 
     def loaded(self) -> list[ModelRef]:
         """The champions held in memory, as last looked up, without asking the registry."""
@@ -249,8 +250,7 @@ class Predictor:
         found = self._champion_version(uri, name)
         if found is None:
             with self._load_lock:  # a champion that is gone is not held either
-                for gone in [k for k in self._loaded if k[:2] == (uri, name)]:
-                    del self._loaded[gone]
+                self._drop(uri, name)
             raise NoModelError(
                 f"no champion model for {modality} yet: train and promote one ({name})"
             )
@@ -261,11 +261,14 @@ class Predictor:
             if key not in self._loaded:
                 bundle, info = load_version(name, found.version)
                 ref = ModelRef(info.name, info.version, info.sha256, found.registered_at)
-                # the champion it replaces is dropped (a request still using it keeps it)
-                for old in [k for k in self._loaded if k[:2] == (uri, name)]:
-                    del self._loaded[old]
+                self._drop(uri, name)  # the one it replaces (a request using it keeps it)
                 self._loaded[key] = _Loaded(ref, bundle, bundle.networks())
             return self._loaded[key]
+
+    def _drop(self, uri: str, name: str) -> None:
+        """Forget the models held for `name` on `uri` (under ``_load_lock``)."""
+        for key in [key for key in self._loaded if key[:2] == (uri, name)]:
+            del self._loaded[key]
 
     def _champion_version(self, uri: str, name: str) -> _Version | None:
         """The champion alias, from a lookup younger than ``champion_check_s`` if any."""
