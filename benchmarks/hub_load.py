@@ -85,6 +85,24 @@ def start_platform(home: Path, max_kernels: int) -> tuple[subprocess.Popen[bytes
     return process, env
 
 
+def wait_for_pool(app_port: str, size: int, timeout_s: float = 600) -> None:
+    """Wait until Voilà holds `size` kernels and all are idle: the preheated pool is full
+    (after a round, the pages' kernels have been shut down and the pool refilled)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            kernels = [p for p in app_processes(app_port) if "ipykernel_launcher" in p.cmdline()]
+            for kernel in kernels:
+                kernel.cpu_percent(interval=None)  # the first call starts the measurement
+            time.sleep(2)
+            busy = sum(kernel.cpu_percent(interval=None) for kernel in kernels)
+        except psutil.NoSuchProcess:
+            continue  # a kernel ended meanwhile: look again
+        if len(kernels) == size and busy < 5:
+            return
+    sys.exit(f"the app's kernel pool did not settle at {size} idle kernels in {timeout_s:.0f} s")
+
+
 def register_champion(mlflow_url: str, home: Path) -> None:
     """The US recipe's network as the US champion, promoted as ``bcdiag promote --force``
     does, in the platform's audit trail under `home`."""
@@ -109,14 +127,18 @@ def ultrasound_png() -> bytes:
     return buffer.getvalue()
 
 
-def app_rss_bytes(app_port: str) -> int:
-    """RSS of the Voilà process listening on `app_port` and all its kernels."""
+def app_processes(app_port: str) -> list[psutil.Process]:
+    """The Voilà process listening on `app_port` and all its kernels (and their workers)."""
     for process in psutil.process_iter(["cmdline"]):
         cmdline = process.info["cmdline"] or []
         if "voila" in cmdline and f"--port={app_port}" in cmdline:
-            tree = [process, *process.children(recursive=True)]
-            return sum(p.memory_info().rss for p in tree if p.is_running())
-    return 0
+            return [process, *process.children(recursive=True)]
+    return []
+
+
+def app_rss_bytes(app_port: str) -> int:
+    """RSS of the Voilà process listening on `app_port` and all its kernels."""
+    return sum(p.memory_info().rss for p in app_processes(app_port) if p.is_running())
 
 
 def service_rss_bytes() -> int:
@@ -190,7 +212,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bcdiag-hub-load-") as tmp:
         home = Path(tmp) / "home"
-        process, env = start_platform(home, max_kernels=max(args.clinicians) + 5)
+        # room for every page, the refilling pool, and a few more
+        pool = get_settings().app_pool_size
+        process, env = start_platform(home, max_kernels=max(args.clinicians) + pool + 5)
         try:
             register_champion(f"http://127.0.0.1:{env['BCDIAG_MLFLOW_PORT']}", home)
             names = [f"dr-load-{i:02d}" for i in range(max(args.clinicians))]
@@ -198,11 +222,11 @@ def main() -> None:
             scan = Path(tmp) / "lesion.png"
             scan.write_bytes(ultrasound_png())
             url = f"http://127.0.0.1:{env['BCDIAG_PORT']}"
-            print(f"{os.cpu_count()} CPUs; one Voilà, pool {get_settings().app_pool_size}",
+            print(f"{os.cpu_count()} CPUs; one Voilà, pool {pool}",
                   flush=True)  # fmt: skip
             for count in args.clinicians:
+                wait_for_pool(env["BCDIAG_APP_PORT"], pool)
                 asyncio.run(round_of(url, names[:count], scan, env["BCDIAG_APP_PORT"]))
-                time.sleep(10)  # closed pages' kernels shut down; the pool refills
         finally:
             process.send_signal(signal.SIGINT)
             process.wait(timeout=120)

@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
+from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
 from traitlets.config import Config, PyFileConfigLoader
 
 from bcdiag.app import current_user
@@ -191,6 +194,31 @@ def test_kernel_cap_refuses_one_more_kernel(monkeypatch: pytest.MonkeyPatch) -> 
     with pytest.raises(HTTPError) as refused:
         asyncio.run(manager.start_kernel())
     assert refused.value.status_code == 503
+
+
+def test_kernel_culling_spares_a_page_still_loading(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel handed to a page that has not connected yet (its browser still loading the
+    app) is not taken for a closed page's, however long it waited in the pool."""
+    manager = CappedKernelManager(closed_page_timeout=30, unopened_page_timeout=300)
+    waited = datetime.now(UTC) - timedelta(seconds=120)
+    manager._kernels["k1"] = SimpleNamespace(last_activity=waited, execution_state="idle")
+    manager._kernel_connections["k1"] = 0
+    shut: list[str] = []
+
+    async def shutdown(kernel_id: str, *args: object, **kwargs: object) -> None:
+        shut.append(kernel_id)
+
+    async def idle_rule(self: object, kernel_id: str) -> None:
+        return None  # jupyter_server's own rule (cull_idle_timeout): not under test
+
+    monkeypatch.setattr(manager, "shutdown_kernel", shutdown)
+    monkeypatch.setattr(AsyncMappingKernelManager, "cull_kernel_if_idle", idle_rule)
+    asyncio.run(manager.cull_kernel_if_idle("k1"))
+    assert shut == [], "a page still loading lost its kernel"
+    manager.notify_connect("k1")  # the page opened …
+    manager.notify_disconnect("k1")  # … and closed
+    asyncio.run(manager.cull_kernel_if_idle("k1"))
+    assert shut == ["k1"]
 
 
 def test_audit_events_newest_first_and_filtered(storage: Storage) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 from dataclasses import dataclass
 
@@ -11,7 +12,7 @@ import ipywidgets as widgets
 
 from bcdiag.app.clinician import ClinicianApp, start_warm_up
 from bcdiag.errors import BcdiagError
-from bcdiag.platform.users import acting_user
+from bcdiag.platform.audit import acting_user
 from bcdiag.serving.client import ServiceClient
 from bcdiag.serving.results import Scorer
 from bcdiag.settings import get_settings
@@ -61,6 +62,21 @@ def preload() -> Preloaded:
     return Preloaded(scorer, start_warm_up(scorer))
 
 
+def wait_for_request() -> None:
+    """Voilà's `voila.utils.wait_for_request`: a preheated kernel waits here for its page
+    request (and the user it carries); otherwise it returns at once.
+
+    Importing `voila.utils` brings jupyter_server and jsonschema, whose IRI format checker
+    (`rfc3987_syntax`) compiles about 35 Earley grammars at import: 1.4 s of CPU, most of a
+    kernel's start, on every page (python-jsonschema/jsonschema#1428). An app kernel
+    validates no IRIs, and without that module jsonschema leaves the checker out.
+    """
+    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+    from voila.utils import wait_for_request as voila_wait_for_request  # see above
+
+    voila_wait_for_request()
+
+
 def build_app(user: str | None = None, preloaded: Preloaded | None = None) -> widgets.Widget:
     """The app's root widget for `user` (default: `current_user`), on the configured storage.
 
@@ -82,4 +98,4 @@ def sign_out_url() -> str | None:
     return f"{os.environ.get('JUPYTERHUB_BASE_URL', '/').rstrip('/')}/hub/logout"
 
 
-__all__ = ["ClinicianApp", "Preloaded", "build_app", "current_user", "preload"]
+__all__ = ["ClinicianApp", "Preloaded", "build_app", "current_user", "preload", "wait_for_request"]

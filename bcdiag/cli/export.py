@@ -11,8 +11,8 @@ from pathlib import Path
 import click
 
 from bcdiag.errors import BcdiagError
+from bcdiag.platform.audit import acting_user
 from bcdiag.platform.researchers import EXPORTS, find_os_account, grant_folder, move_as
-from bcdiag.platform.users import acting_user
 from bcdiag.storage import Storage
 from bcdiag.storage.export import ExportedScan, count, export_deidentified
 

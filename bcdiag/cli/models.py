@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from bcdiag.datasets.catalog import DATASETS
-from bcdiag.platform.users import acting_user
+from bcdiag.platform.audit import acting_user
 from bcdiag.settings import get_settings
 from bcdiag.storage import Storage
 

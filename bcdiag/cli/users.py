@@ -18,10 +18,10 @@ from typing import Any
 import click
 
 from bcdiag.platform import accounts
-from bcdiag.platform.audit import audit_events
+from bcdiag.platform.audit import acting_user, audit_events
 from bcdiag.platform.hub import GROUPS
 from bcdiag.platform.lockout import describe
-from bcdiag.platform.users import acting_user, add_user
+from bcdiag.platform.users import add_user
 from bcdiag.settings import get_settings
 from bcdiag.storage import Storage
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+import os
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -10,6 +12,12 @@ from sqlalchemy import select
 
 from bcdiag.storage import Storage
 from bcdiag.storage.models import AuditEvent
+
+
+def acting_user() -> str:
+    """Who runs this process, for the audit trail: the hub user of a JupyterLab
+    server or hub service (``JUPYTERHUB_USER``), else the OS account."""
+    return os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
 
 
 @dataclass(frozen=True)

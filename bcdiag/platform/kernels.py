@@ -8,9 +8,15 @@ subclasses it, so pooled kernels count towards the cap and are never culled.
 
 Voilà's page asks for its kernel's shutdown when it closes, but that request needs
 an XSRF cookie Voilà's page never sets, so it is refused (and a crashed browser
-sends nothing). Culling covers both: a kernel without a page connected for
-`closed_page_timeout` seconds is shut down; one whose page is open is shut down
+sends nothing). Culling covers both: a kernel whose page connected and then went away is
+shut down after `closed_page_timeout` idle seconds; one whose page is open is shut down
 after jupyter_server's ``cull_idle_timeout`` of inactivity, as before.
+
+A page whose kernel came from the preheated pool has not connected yet while the browser
+loads the app's scripts, and that kernel's last activity may be long past (it waited in
+the pool): under load (20 clinicians signing in at once on 2 cores) pages took over 30 s
+to connect, and their kernels were shut down under them. A kernel no page has connected
+to yet is given `unopened_page_timeout` instead (a browser that never connects).
 """
 
 from __future__ import annotations
@@ -37,6 +43,21 @@ class CappedKernelManager(AsyncMappingKernelManager):  # type: ignore[misc]
         help="Seconds a kernel with no page connected may stay idle before it is shut "
         "down (checked every cull_interval; needs cull_idle_timeout > 0 to run at all).",
     )
+    unopened_page_timeout = Integer(
+        300,
+        config=True,
+        help="Seconds a kernel handed to a page may wait for that page to connect before it "
+        "is shut down (the browser went away before the app loaded).",
+    )
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)  # type: ignore[no-untyped-call]
+        self._paged: set[str] = set()  # kernels a page has connected to
+
+    def notify_connect(self, kernel_id: str) -> None:
+        """Count a page's connection, and remember that this kernel's page has opened."""
+        self._paged.add(kernel_id)
+        super().notify_connect(kernel_id)  # type: ignore[no-untyped-call]
 
     async def start_kernel(  # type: ignore[override]
         self, *, kernel_id: str | None = None, **kwargs: Any
@@ -51,15 +72,19 @@ class CappedKernelManager(AsyncMappingKernelManager):  # type: ignore[misc]
 
     async def cull_kernel_if_idle(self, kernel_id: str) -> None:
         """Shut a kernel down once its page is gone; else jupyter_server's idle rule."""
+        self._paged &= set(self._kernels)  # forget kernels shut down since
         kernel = self._kernels[kernel_id]
         last_activity = getattr(kernel, "last_activity", None)
-        unconnected = not self._kernel_connections.get(kernel_id, 0)
+        connected = bool(self._kernel_connections.get(kernel_id, 0))
         # Busy: still running the notebook (a page is being prepared, or preheating).
         idle_state = getattr(kernel, "execution_state", None) != "busy"
-        if unconnected and idle_state and last_activity is not None:
+        if not connected and idle_state and last_activity is not None:
+            opened = kernel_id in self._paged
+            limit = self.closed_page_timeout if opened else self.unopened_page_timeout
             idle = datetime.now(UTC) - last_activity
-            if idle > timedelta(seconds=self.closed_page_timeout):
-                self.log.info("Shutting down kernel %s: its page closed %d s ago", kernel_id,
+            if idle > timedelta(seconds=limit):
+                self.log.info("Shutting down kernel %s: its page %s %d s ago", kernel_id,
+                              "closed" if opened else "never connected",
                               idle.total_seconds())  # fmt: skip
                 await self.shutdown_kernel(kernel_id)  # type: ignore[no-untyped-call]
                 return

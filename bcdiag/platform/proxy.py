@@ -37,6 +37,10 @@ which redirects a visitor who is not signed in and returns None, which the proxy
 awaits; the visitor got the redirect but every such request (and the hub's minutely
 service check) logged a TypeError traceback. Not awaiting None stops that.
 
+It starts the server it proxies at the first signed-in request; for the clinician app that
+first clinician waited for Voilà to start and preheat its kernels (`start_at_launch`
+starts it with the proxy instead).
+
 On SIGTERM it passes the signal on to the proxied server and exits at once; here it
 then waits a few seconds for that server (Voilà stopping its kernels), so that stopping
 the hub stops the app too.
@@ -47,12 +51,15 @@ from __future__ import annotations
 import atexit
 import os
 import time
+from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlparse
 
 from jhsingle_native_proxy import main as jhsingle
 from jhsingle_native_proxy.proxyhandlers import ProxyHandler, SuperviseAndProxyHandler
-from tornado import httpclient, web
+from tornado import httpclient, httputil, web
+from tornado.ioloop import IOLoop
 
 from bcdiag.platform import mlflow_ui
 from bcdiag.platform.registry_guard import REFUSAL, refuses
@@ -118,6 +125,31 @@ def forward_many() -> None:
     httpclient.AsyncHTTPClient.configure(None, max_clients=MAX_FORWARDED)
 
 
+def start_at_launch(make_app: Callable[..., web.Application]) -> Callable[..., web.Application]:
+    """jhsingle-native-proxy's ``make_app``, and its supervised server started as soon as
+    the proxy's loop runs rather than at the first signed-in request.
+
+    The start is jhsingle-native-proxy's own (``ensure_process``, on the handler instance a
+    request would get), so a request arriving meanwhile waits for the same process.
+    """
+
+    def make_and_start(*args: Any, **kwargs: Any) -> web.Application:
+        app = make_app(*args, **kwargs)
+        for rule in app.wildcard_router.rules:
+            target = rule.target
+            if isinstance(target, type) and issubclass(target, SuperviseAndProxyHandler):
+                request = httputil.HTTPServerRequest(
+                    method="GET",
+                    uri="/",
+                    connection=SimpleNamespace(set_close_callback=lambda _callback: None),
+                )
+                handler = target(app, request, **(rule.target_kwargs or {}))
+                IOLoop.current().add_callback(handler.ensure_process)
+        return app
+
+    return make_and_start
+
+
 def harden() -> None:
     """Install the fixes on jhsingle-native-proxy's handler classes and HTTP client."""
     forward_many()
@@ -127,6 +159,7 @@ def harden() -> None:
     SuperviseAndProxyHandler.proxy = redirect_or_proxy
     SuperviseAndProxyHandler.core_proxy = guarded_core_proxy
     ProxyHandler._filter_headers_and_query = headers_with_token
+    jhsingle.make_app = start_at_launch(jhsingle.make_app)
 
 
 def wait_for_children(timeout_s: float = 4.0) -> None:

@@ -14,9 +14,7 @@ JupyterHub's ORM, which the hub loads at its next start.
 
 from __future__ import annotations
 
-import getpass
 import json
-import os
 import re
 import secrets
 import urllib.error
@@ -38,12 +36,6 @@ from bcdiag.settings import Settings
 Via = Literal["hub API", "hub database"]
 
 USERNAME = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}")
-
-
-def acting_user() -> str:
-    """Who runs this process, for the audit trail: the hub user of a JupyterLab
-    server or hub service (``JUPYTERHUB_USER``), else the OS account."""
-    return os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
 
 
 class AccountError(BcdiagError):
