@@ -8,7 +8,7 @@ at 224 px, ImageNet weights: latency, not quality) as the ultrasound champion,
 creates the clinicians with `bcdiag users add`, and drives one Chromium with one
 browser context (own cookies) per clinician through Playwright.
 
-    .venv/bin/python benchmarks/hub_load.py [--clinicians 5 10 20]
+    .venv/bin/python benchmarks/hub_load.py [--clinicians 5 10 20] [--pool 20] [--shots DIR]
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import io
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -40,7 +41,6 @@ from bcdiag.storage import Storage
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 PASSWORD = "load test password 1"
-TIMEOUT_MS = 600_000
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,9 @@ def percentiles(values: list[float]) -> str:
     return f"p50 {statistics.median(values):6.1f} s, p95 {p95:6.1f} s"
 
 
-def start_platform(home: Path, max_kernels: int) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+def start_platform(
+    home: Path, max_kernels: int, pool: int
+) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
     """`bcdiag run` on free ports; returns the process and its environment."""
     names = ("PORT", "HUB_API_PORT", "PROXY_API_PORT", "APP_PORT", "APP_PROXY_PORT",
              "MLFLOW_PORT", "MLFLOW_PROXY_PORT", "SCHEDULER_PORT", "SCORING_PORT")  # fmt: skip
@@ -69,6 +71,7 @@ def start_platform(home: Path, max_kernels: int) -> tuple[subprocess.Popen[bytes
         "BCDIAG_HOME": str(home),
         "BCDIAG_ADMIN_PASSWORD": PASSWORD,
         "BCDIAG_APP_MAX_KERNELS": str(max_kernels),
+        "BCDIAG_APP_POOL_SIZE": str(pool),
         "BCDIAG_TRAIN_ON_FIRST_START": "false",  # the benchmark registers its own champion
         "PYTHONUNBUFFERED": "1",
     }
@@ -150,10 +153,15 @@ def service_rss_bytes() -> int:
     return 0
 
 
+TIMEOUT_MS = 600_000  # per step; --timeout-s
+SHOTS: Path | None = None  # --shots: a failed session's page is saved here
+
+
 async def clinician(browser: Browser, url: str, name: str, scan: Path) -> Session:
     context = await browser.new_context()
     page = await context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
+    stage = "sign-in"
     try:
         started = time.monotonic()
         await page.goto(f"{url}/hub/login", timeout=TIMEOUT_MS)
@@ -162,16 +170,25 @@ async def clinician(browser: Browser, url: str, name: str, scan: Path) -> Sessio
         await page.click("#login_submit")
         await page.get_by_text("Signed in as").wait_for(timeout=TIMEOUT_MS)
         signed_in = time.monotonic()
+        stage = "upload"
         async with page.expect_file_chooser() as chooser:
             await page.locator("button.widget-upload").click()
         await (await chooser.value).set_files(str(scan))
         # a PNG's kind of scan has no default: the clinician states it
         await page.get_by_role("button", name="Ultrasound", exact=True).click()
         await page.get_by_role("button", name="Analyse").click(timeout=TIMEOUT_MS)
-        await page.get_by_text("Probability of malignancy").wait_for(timeout=TIMEOUT_MS)
+        # the card, or the run's summary line when the file ended as a message instead
+        await page.get_by_text(re.compile("Probability of malignancy|not analysed")).first.wait_for(
+            timeout=TIMEOUT_MS
+        )
+        if not await page.get_by_text("Probability of malignancy").count():
+            message = await page.locator(".bcdiag-rejected").first.inner_text()
+            return Session(error=f"upload: no card: {message.splitlines()[0]}")
         return Session(signed_in - started, time.monotonic() - signed_in)
     except Exception as error:  # noqa: BLE001 - a benchmark counts failures, it does not stop
-        return Session(error=f"{type(error).__name__}: {str(error).splitlines()[0]}")
+        if SHOTS is not None:
+            await page.screenshot(path=SHOTS / f"{name}-{stage}.png")
+        return Session(error=f"{stage}: {type(error).__name__}: {str(error).splitlines()[0]}")
     finally:
         await context.close()
 
@@ -209,12 +226,17 @@ async def round_of(url: str, names: list[str], scan: Path, app_port: str) -> Non
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clinicians", type=int, nargs="+", default=[5, 10, 20])
+    parser.add_argument("--pool", type=int, help="preheated app kernels (BCDIAG_APP_POOL_SIZE)")
+    parser.add_argument("--timeout-s", type=float, default=600, help="limit of each step")
+    parser.add_argument("--shots", type=Path, help="save a failed session's page here")
     args = parser.parse_args()
+    global TIMEOUT_MS, SHOTS
+    TIMEOUT_MS, SHOTS = int(args.timeout_s * 1000), args.shots
     with tempfile.TemporaryDirectory(prefix="bcdiag-hub-load-") as tmp:
         home = Path(tmp) / "home"
         # room for every page, the refilling pool, and a few more
-        pool = get_settings().app_pool_size
-        process, env = start_platform(home, max_kernels=max(args.clinicians) + pool + 5)
+        pool = get_settings().app_pool_size if args.pool is None else args.pool
+        process, env = start_platform(home, max(args.clinicians) + pool + 5, pool)
         try:
             register_champion(f"http://127.0.0.1:{env['BCDIAG_MLFLOW_PORT']}", home)
             names = [f"dr-load-{i:02d}" for i in range(max(args.clinicians))]

@@ -4,6 +4,7 @@ live hub is in test_hub_access.py)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import re
 from datetime import UTC, datetime, timedelta
@@ -194,6 +195,23 @@ def test_kernel_cap_refuses_one_more_kernel(monkeypatch: pytest.MonkeyPatch) -> 
     with pytest.raises(HTTPError) as refused:
         asyncio.run(manager.start_kernel())
     assert refused.value.status_code == 503
+
+
+def test_kernel_starts_are_spaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    manager = CappedKernelManager(start_spacing=0.2)
+    started: list[float] = []
+
+    async def start(self: object, **kwargs: object) -> str:
+        started.append(asyncio.get_running_loop().time())
+        return f"k{len(started)}"
+
+    monkeypatch.setattr(AsyncMappingKernelManager, "start_kernel", start)
+
+    async def burst() -> list[str]:
+        return await asyncio.gather(*(manager.start_kernel() for _ in range(3)))
+
+    assert sorted(asyncio.run(burst())) == ["k1", "k2", "k3"]
+    assert all(later - earlier >= 0.19 for earlier, later in itertools.pairwise(started))
 
 
 def test_kernel_culling_spares_a_page_still_loading(monkeypatch: pytest.MonkeyPatch) -> None:

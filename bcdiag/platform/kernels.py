@@ -17,16 +17,22 @@ loads the app's scripts, and that kernel's last activity may be long past (it wa
 the pool): under load (20 clinicians signing in at once on 2 cores) pages took over 30 s
 to connect, and their kernels were shut down under them. A kernel no page has connected
 to yet is given `unopened_page_timeout` instead (a browser that never connects).
+
+Kernel starts are spaced by `start_spacing`: a kernel's first seconds (Python, the app's
+imports, the scan reader's worker) take about 2 s of a core, and Voilà refills its whole
+pool at once, so a burst of 20 pages set 20 kernels starting on 2 cores against the
+pages being opened.
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
 from tornado import web
-from traitlets import Integer
+from traitlets import Float, Integer
 
 
 class CappedKernelManager(AsyncMappingKernelManager):  # type: ignore[misc]
@@ -50,9 +56,18 @@ class CappedKernelManager(AsyncMappingKernelManager):  # type: ignore[misc]
         "is shut down (the browser went away before the app loaded).",
     )
 
+    start_spacing = Float(
+        1.5,
+        config=True,
+        help="Seconds from one kernel start to the next (a kernel's start takes about 2 s of "
+        "a core); 0: start them all at once.",
+    )
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)  # type: ignore[no-untyped-call]
         self._paged: set[str] = set()  # kernels a page has connected to
+        self._start_turn = asyncio.Lock()
+        self._next_start = 0.0  # event-loop time before which no kernel starts
 
     def notify_connect(self, kernel_id: str) -> None:
         """Count a page's connection, and remember that this kernel's page has opened."""
@@ -62,11 +77,16 @@ class CappedKernelManager(AsyncMappingKernelManager):  # type: ignore[misc]
     async def start_kernel(  # type: ignore[override]
         self, *, kernel_id: str | None = None, **kwargs: Any
     ) -> str:
-        """Start a kernel unless `max_kernels` are alive (reusing `kernel_id` is allowed)."""
-        if kernel_id is None and 0 < self.max_kernels <= len(self.list_kernel_ids()):
-            raise web.HTTPError(
-                503, f"all {self.max_kernels} app sessions are in use; try again in a minute"
-            )
+        """Start a kernel unless `max_kernels` are alive (reusing `kernel_id` is allowed),
+        `start_spacing` seconds after the previous start at the earliest."""
+        async with self._start_turn:
+            loop = asyncio.get_running_loop()
+            await asyncio.sleep(max(0.0, self._next_start - loop.time()))
+            if kernel_id is None and 0 < self.max_kernels <= len(self.list_kernel_ids()):
+                raise web.HTTPError(
+                    503, f"all {self.max_kernels} app sessions are in use; try again in a minute"
+                )
+            self._next_start = loop.time() + self.start_spacing
         kernel: str = await super().start_kernel(kernel_id=kernel_id, **kwargs)
         return kernel
 

@@ -112,6 +112,9 @@ def app_service(settings: Settings, base_url: str = "/") -> Service:
         # goes after CappedKernelManager.closed_page_timeout (30 s) + the interval.
         f"--MappingKernelManager.cull_idle_timeout={idle_s}",
         "--MappingKernelManager.cull_interval=15",
+        # nbclient waits 4 s for a cell's outputs after its reply, then drops what is late:
+        # with 20 pages opening at once on 2 cores the app's widgets came later (blank pages)
+        "--VoilaExecutor.iopub_timeout=60",
     ]  # fmt: skip
     if settings.app_pool_size > 0:
         argv += ["--preheat_kernel=True", f"--pool_size={settings.app_pool_size}"]

@@ -121,8 +121,10 @@ def application(settings: Settings) -> Any:
             f"{SCORING_TOKEN_ENV} is not set: the inference service will not serve without "
             "a token; start it with `bcdiag run`"
         )
+    # Serve's default of 5 requests in a replica at once would cap every batch at 5
     return Scorer.options(  # type: ignore[attr-defined]  # @serve.deployment made it a Deployment
-        num_replicas=settings.scoring_replicas
+        num_replicas=settings.scoring_replicas,
+        max_ongoing_requests=2 * settings.scoring_max_batch,
     ).bind(token, settings.scoring_max_batch)
 
 
