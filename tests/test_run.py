@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -182,10 +182,12 @@ def test_run_starts_platform_creates_admin_once_and_stops_on_ctrl_c(tmp_path: Pa
         found = re.search(r"first admin: admin  password: (\S+)", output)
         assert found, output
         assert f"Sign in at {url}/" in output
+        # the app's Voilà starts with its proxy, before anyone asks for the app
+        assert _eventually(lambda: _app_voila(process, ports["APP_PORT"]), 120), "no Voilà"
         session = _sign_in(url, "admin", found.group(1))  # admins land in the admin panel
         mlflow_health = f"http://127.0.0.1:{ports['MLFLOW_PORT']}/health"
         assert requests.get(mlflow_health, timeout=10).status_code == 200
-        app = session.get(f"{url}/services/bcdiag-app/", timeout=180)  # starts Voilà
+        app = session.get(f"{url}/services/bcdiag-app/", timeout=180)
         assert "application/vnd.jupyter.widget-view+json" in app.text  # the app was built
         assert (tmp_path / "home" / "bcdiag.sqlite").exists()
         _stop(process)
@@ -206,6 +208,24 @@ def test_run_starts_platform_creates_admin_once_and_stops_on_ctrl_c(tmp_path: Pa
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def _app_voila(process: subprocess.Popen[bytes], app_port: int) -> bool:
+    """Whether the clinician app's Voilà is running below `process`."""
+    try:
+        commands = _commands(tree(process.pid)).splitlines()
+    except psutil.NoSuchProcess:  # a process ended while listed: look again
+        return False
+    return any("voila" in line and f"--port={app_port}" in line for line in commands)
+
+
+def _eventually(check: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(1)
+    return True
 
 
 def _kill_running(processes: list[psutil.Process]) -> None:

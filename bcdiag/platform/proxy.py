@@ -52,7 +52,6 @@ import atexit
 import os
 import time
 from collections.abc import Callable
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlparse
 
@@ -125,6 +124,13 @@ def forward_many() -> None:
     httpclient.AsyncHTTPClient.configure(None, max_clients=MAX_FORWARDED)
 
 
+class _Unsent(httputil.HTTPConnection):
+    """The connection of a request made up to reach a handler's methods (nothing is sent)."""
+
+    def set_close_callback(self, callback: Callable[[], None] | None) -> None:
+        """Nothing to close: no client is connected."""
+
+
 def start_at_launch(make_app: Callable[..., web.Application]) -> Callable[..., web.Application]:
     """jhsingle-native-proxy's ``make_app``, and its supervised server started as soon as
     the proxy's loop runs rather than at the first signed-in request.
@@ -138,11 +144,7 @@ def start_at_launch(make_app: Callable[..., web.Application]) -> Callable[..., w
         for rule in app.wildcard_router.rules:
             target = rule.target
             if isinstance(target, type) and issubclass(target, SuperviseAndProxyHandler):
-                request = httputil.HTTPServerRequest(
-                    method="GET",
-                    uri="/",
-                    connection=SimpleNamespace(set_close_callback=lambda _callback: None),
-                )
+                request = httputil.HTTPServerRequest(method="GET", uri="/", connection=_Unsent())
                 handler = target(app, request, **(rule.target_kwargs or {}))
                 IOLoop.current().add_callback(handler.ensure_process)
         return app
