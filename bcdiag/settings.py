@@ -273,7 +273,8 @@ class Settings(BaseSettings):
     )
     app_pool_size: int = Field(
         default=1,
-        description="Preheated Voilà kernels kept ready for the next clinician (0: none).",
+        description="Preheated Voilà kernels kept ready for the next clinician (0: none); "
+        "size it to the clinicians who open the app at once (about 235 MiB each).",
     )
     app_behind_hub: bool = Field(
         default=False,
