@@ -115,6 +115,7 @@ def platform() -> Iterator[Platform]:
         "BCDIAG_MLFLOW_PORT": str(free_port()),
         "BCDIAG_MLFLOW_PROXY_PORT": str(free_port()),
         "BCDIAG_SCHEDULER_PORT": str(free_port()),
+        "BCDIAG_SCORING_PORT": str(free_port()),
         "BCDIAG_ADMIN_USER": ADMIN,
         "BCDIAG_ADMIN_PASSWORD": PASSWORDS[ADMIN],
         "BCDIAG_APP_POOL_SIZE": "1",  # as `make run`: pages take preheated kernels

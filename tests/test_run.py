@@ -30,7 +30,7 @@ from bcdiag.settings import Settings
 
 PORTS = (
     "PORT", "HUB_API_PORT", "PROXY_API_PORT", "APP_PORT", "APP_PROXY_PORT", "MLFLOW_PORT",
-    "MLFLOW_PROXY_PORT", "SCHEDULER_PORT",
+    "MLFLOW_PROXY_PORT", "SCHEDULER_PORT", "SCORING_PORT",
 )  # fmt: skip
 START_TIMEOUT_S = 240  # hub + proxy + MLflow on a loaded 2-core machine
 ADMIN_PASSWORD = "horse battery staple 0"
