@@ -284,9 +284,10 @@ class Settings(BaseSettings):
     )
     app_max_kernels: int = Field(
         default=10,
-        description="Most live app kernels (one per open clinician page); more are refused. "
-        "Each holds about 1.2-1.4 GiB once the models are loaded (benchmarks/hub_load.py: "
-        "10 sessions peaked at 18 GiB), so size this to the machine's memory.",
+        description="Most live app kernels (one per open clinician page, plus the "
+        "preheated pool); more pages are refused. Each holds about 300 MiB "
+        "(benchmarks/hub_load.py), so size this to the machine's memory; it must exceed "
+        "BCDIAG_APP_POOL_SIZE.",
     )
 
     def required_data_dir(self, override: Path | None = None) -> Path:

@@ -104,6 +104,7 @@ def timed_upload(page: Page, path: Path) -> Upload:
     received = time.perf_counter()
     if path.suffix == ".png":  # the kind of scan has no default for PNG/JPEG
         page.get_by_role("button", name="Ultrasound", exact=True).click()
+        page.get_by_placeholder("Case (patient) for PNG/JPEG files").fill("Benchmark case")
     page.get_by_role("button", name="Analyse").click()
     # the card's title (the hidden history tab also names the file)
     page.locator("h4", has_text=path.name).wait_for(timeout=120_000)

@@ -176,6 +176,7 @@ async def clinician(browser: Browser, url: str, name: str, scan: Path) -> Sessio
         await (await chooser.value).set_files(str(scan))
         # a PNG's kind of scan has no default: the clinician states it
         await page.get_by_role("button", name="Ultrasound", exact=True).click()
+        await page.get_by_placeholder("Case (patient) for PNG/JPEG files").fill(name)
         await page.get_by_role("button", name="Analyse").click(timeout=TIMEOUT_MS)
         # the card, or the run's summary line when the file ended as a message instead
         await page.get_by_text(re.compile("Probability of malignancy|not analysed")).first.wait_for(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bcdiag.platform import hub, passwords, researchers
+from bcdiag.platform import hub, passwords, researchers, status
 from bcdiag.settings import get_settings
 
 settings = get_settings()
@@ -52,7 +52,10 @@ c.Authenticator.auth_refresh_age = 60
 
 # --- pages: plain-language errors, the admin panel without "Add Users" -----------------
 c.JupyterHub.template_paths = [str(hub.HUB_TEMPLATES)]
-c.JupyterHub.template_vars = {"bcdiag_app": hub.app_path}
+c.JupyterHub.template_vars = {
+    "bcdiag_app": hub.app_path,
+    "bcdiag_status": status.admin_status(settings),  # the admin panel's list of servers
+}
 
 # --- who reaches what (see bcdiag/platform/hub.py) ----------------------------------------------
 c.JupyterHub.load_groups = {group: {"users": []} for group in hub.GROUPS}

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import func, select
 from test_inference import breastmnist_png, register
@@ -13,6 +15,7 @@ from bcdiag.app.analyses import (
     NO_MODEL,
     AnalysisAccepted,
     AnalysisRejected,
+    analyse_stored,
     analyse_upload,
     audit_report_download,
     audit_view,
@@ -20,8 +23,8 @@ from bcdiag.app.analyses import (
 from bcdiag.errors import StorageError
 from bcdiag.models.bundle import ModelBundle
 from bcdiag.scans import judge
-from bcdiag.serving.heatmaps import HEAT_FLOOR
 from bcdiag.serving.local import LocalScorer
+from bcdiag.serving.results import HEAT_FLOOR, heat_from_png
 from bcdiag.storage import Storage
 from bcdiag.storage.analysis_store import (
     OUTCOME_LABELS,
@@ -49,7 +52,14 @@ def _audit(storage: Storage) -> list[tuple[str, str, str]]:
 
 def _analysis(storage: Storage, user: str, content: bytes) -> StoredAnalysis:
     """An analysis recorded straight into storage (no model needed)."""
-    scan = storage.store_scan(content, filename="x.png", metadata={"format": "png"}, user=user)
+    scan = storage.store_scan(
+        content,
+        filename="x.png",
+        metadata={"format": "png"},
+        user=user,
+        identity=None,
+        case_name="Case A",
+    )
     return storage.record_analysis(
         NewAnalysis(
             scan_id=scan.id,
@@ -73,7 +83,9 @@ def test_accepted_ultrasound_png_is_stored_scored_and_audited(
     logged = register(small_bundle)
     png = breastmnist_png(data_dir, 0)
     scorer = LocalScorer()
-    outcome = analyse_upload(storage, scorer, png, "lesion.png", user="alice", modality="US")
+    outcome = analyse_upload(
+        storage, scorer, png, "lesion.png", user="alice", modality="US", case_name="Case A"
+    )
     assert isinstance(outcome, AnalysisAccepted)
     analysis, prediction = outcome.analysis, outcome.result.finding
     assert (analysis.model_name, analysis.model_version) == ("bcdiag-us", "1")
@@ -100,6 +112,9 @@ def test_accepted_ultrasound_png_is_stored_scored_and_audited(
     )
     image = storage.blobs.get(analysis.details["image_sha256"])
     assert outcome.result.heatmap_png.startswith(b"\x89PNG") and image == outcome.result.image_png
+    stored_heat = heat_from_png(storage.blobs.get(analysis.details["heat_sha256"]))
+    assert stored_heat.shape == heat.shape  # the heat itself, for overlays at any zoom
+    assert np.abs(stored_heat - heat).max() <= 0.5 / 255 + 1e-6
     assert storage.get_analysis(analysis.id, "alice") == analysis
     assert (_count(storage, Scan), _count(storage, Analysis)) == (1, 1)
     assert _audit(storage) == [
@@ -114,7 +129,13 @@ def test_ct_dicom_is_rejected_with_its_message_and_nothing_is_stored(
     data = (data_dir / "dicom" / "CT_small.dcm").read_bytes()
     verdict = judge(data, "CT_small.dcm")
     outcome = analyse_upload(
-        storage, LocalScorer(), data, "CT_small.dcm", user="alice", modality=None
+        storage,
+        LocalScorer(),
+        data,
+        "CT_small.dcm",
+        user="alice",
+        modality=None,
+        case_name="Case A",
     )
     assert outcome == AnalysisRejected("CT_small.dcm", str(verdict.code), verdict.message)
     assert "CT_small.dcm" in outcome.message
@@ -128,7 +149,13 @@ def test_mammogram_without_a_champion_is_stored_but_not_analysed(
 ) -> None:
     path = next((data_dir / "dicom" / "derived").glob("cbisddsm_*.dcm"))
     outcome = analyse_upload(
-        storage, LocalScorer(), path.read_bytes(), path.name, user="alice", modality=None
+        storage,
+        LocalScorer(),
+        path.read_bytes(),
+        path.name,
+        user="alice",
+        modality=None,
+        case_name="Case A",
     )
     assert isinstance(outcome, AnalysisRejected)
     assert outcome.code == NO_MODEL
@@ -136,6 +163,40 @@ def test_mammogram_without_a_champion_is_stored_but_not_analysed(
     assert outcome.scan is not None and outcome.scan.modality == "MG"
     assert (_count(storage, Scan), _count(storage, Analysis)) == (1, 0)
     assert [action for _, action, _ in _audit(storage)] == ["scan.stored", "analysis.no-model"]
+
+
+@pytest.mark.usefixtures("mlflow_tracking", "audit_trail")
+def test_a_dicom_mammogram_scores_alike_uploaded_and_analysed_again(
+    storage: Storage, small_bundle: ModelBundle, data_dir: Path
+) -> None:
+    """The upload is scored with the clinician's hint (none: a DICOM names its own
+    modality) while it is validated; analysing the stored scan again sends the modality it
+    was stored with. Both must be the same MG analysis."""
+    register(replace(small_bundle, modality="MG"))  # any real model will do
+    path = next((data_dir / "dicom" / "derived").glob("cbisddsm_*.dcm"))
+    scorer = LocalScorer()
+    uploaded = analyse_upload(
+        storage,
+        scorer,
+        path.read_bytes(),
+        path.name,
+        user="alice",
+        modality=None,
+        case_name="Case A",
+    )
+    assert isinstance(uploaded, AnalysisAccepted)
+    scan = storage.get_scan(uploaded.analysis.scan_id)
+    assert scan.modality == "MG"
+    again = analyse_stored(storage, scorer, scan, path.name, user="alice")
+    assert isinstance(again, AnalysisAccepted)
+    first, second = uploaded.analysis, again.analysis
+    assert (first.model_name, first.details["modality"]) == ("bcdiag-mg", "MG")
+    assert (first.probability, first.call, first.model_sha256) == (
+        second.probability,
+        second.call,
+        second.model_sha256,
+    )
+    assert storage.heatmap_png(first) == storage.heatmap_png(second)
 
 
 class FailingBlobStore(FileBlobStore):
@@ -204,34 +265,6 @@ def test_feedback_is_validated_and_appended(storage: Storage) -> None:
         "previous_outcome": "biopsy-benign",
         "previous_feedback_id": first.id,
     }
-
-
-def test_history_lists_every_upload_with_its_state(storage: Storage) -> None:
-    waiting = storage.store_scan(b"no model", filename="mg.png", metadata={"format": "png",
-        "modality": "MG"}, user="alice")  # fmt: skip
-    analysed = _analysis(storage, "alice", b"scored")
-    confirmed = _analysis(storage, "alice", b"confirmed")
-    storage.record_feedback(confirmed.id, "alice", "biopsy-benign")
-    storage.store_scan(b"no model", filename="mg again.png", metadata={"format": "png"},
-        user="alice")  # fmt: skip
-    storage.store_scan(b"scored", filename="same bytes.png", metadata={"format": "png"},
-        user="bob")  # fmt: skip
-
-    entries = storage.list_history("alice")
-    assert [(e.filename, e.state) for e in entries] == [
-        ("mg again.png", "not analysed"),  # one entry per scan, at its latest upload
-        ("x.png", "outcome recorded"),
-        ("x.png", "analysed"),
-    ]
-    assert entries[0].scan_id == waiting.id and entries[0].modality == "MG"
-    assert entries[1].analysis == confirmed and entries[1].feedback is not None
-    assert entries[2].analysis == analysed and entries[2].feedback is None
-    # Bob uploaded Alice's bytes: it is his upload, not yet his analysis.
-    assert [(e.filename, e.state) for e in storage.list_history("bob")] == [
-        ("same bytes.png", "not analysed")
-    ]
-    assert storage.list_history("carol") == []
-    assert len(storage.list_history("alice", limit=1)) == 1
 
 
 def test_confirmed_cases_use_the_newest_feedback(storage: Storage) -> None:

@@ -4,6 +4,7 @@ Debian's Chromium. Screenshots land in test-artifacts/."""
 from __future__ import annotations
 
 import contextlib
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -12,11 +13,14 @@ from pathlib import Path
 
 import psutil
 import pytest
+from exam_files import four_views
 from mlflow_server import MlflowServer
 from playwright.sync_api import Page, sync_playwright
 from scoring_server import ScoringServer
 from test_inference import breastmnist_png, register
+from test_report import pdf_text
 
+from bcdiag.app.exam_view import NO_HEAT
 from bcdiag.models.bundle import ModelBundle
 from bcdiag.platform.services import app_service, scoring_service
 from bcdiag.processes import free_port, start, stop
@@ -91,12 +95,27 @@ def _choose(page: Page, files: list[Path]) -> None:
     page.get_by_text(f"Received {len(files)} file(s)").wait_for(timeout=60_000)
 
 
-def _upload(page: Page, files: list[Path], kind: str = "Ultrasound") -> None:
-    """Choose `files`, state `kind` for every PNG/JPEG among them, press Analyse."""
+CASE = "Case (patient) for PNG/JPEG files"  # the case field's placeholder
+
+
+def _upload(page: Page, files: list[Path], kind: str = "Ultrasound", case: str = "Case A") -> None:
+    """Choose `files`, state `kind` for every PNG/JPEG among them and the `case` they
+    join, press Analyse."""
     _choose(page, files)
     if any(f.suffix.lower() in {".png", ".jpg", ".jpeg"} for f in files):
         page.get_by_role("button", name=kind, exact=True).click()
+        page.get_by_placeholder(CASE).fill(case)
     page.get_by_role("button", name="Analyse").click()  # waits until it is enabled
+
+
+def _open_exam(page: Page, line_part: str) -> None:
+    """Open the Worklist tab and the exam whose line holds `line_part`."""
+    page.get_by_role("tab", name="Worklist").click()
+    exams = page.locator("select[size]")
+    option = exams.locator("option", has_text=line_part)
+    option.wait_for(state="attached", timeout=30_000)
+    exams.select_option(label=option.inner_text())
+    page.get_by_text("Exam score:").wait_for(timeout=60_000)
 
 
 def _kernel_processes(voila: subprocess.Popen[bytes]) -> list[psutil.Process]:
@@ -164,11 +183,12 @@ def test_clinician_uploads_sees_result_rejection_and_downloads_report(
     kernels = _kernel_processes(voila[1])
     assert kernels and not any(_loads_torch(kernel) for kernel in kernels)
 
-    entry = page.get_by_text(f"· {png.name} ·")  # the history entry, not the card's title
-    page.get_by_role("tab", name="My analyses").click()  # the kernel lists the history now
-    entry.wait_for(timeout=30_000)
-    page.get_by_role("button", name="Refresh history").click()
-    entry.wait_for(timeout=30_000)
+    _open_exam(page, "Case A · US")
+    caption = page.locator(".bcdiag-view-caption")  # the line under the image
+    caption.get_by_text(re.compile(re.escape(png.name) + r" · \d+\.\d% · ")).wait_for(
+        timeout=60_000
+    )
+    page.wait_for_function("document.querySelectorAll('canvas').length >= 1", timeout=60_000)
 
 
 @pytest.mark.slow
@@ -186,6 +206,9 @@ def test_kind_of_scan_outcome_history_and_a_closed_page(
     kinds = page.locator("select", has=page.locator("option", has_text="Mammogram"))
     kinds.nth(0).select_option(label="Ultrasound")
     kinds.nth(1).select_option(label="Mammogram")
+    assert page.get_by_role("button", name="Analyse").is_disabled()  # no default case
+    page.get_by_text("Choose or name the case (patient)").wait_for()
+    page.get_by_placeholder(CASE).fill("Case A")
     page.get_by_role("button", name="Analyse").click()
     page.get_by_text("Modality: US (stated at upload)").wait_for(timeout=90_000)
     page.get_by_text("mg.jpg: there is no model for MG scans yet").wait_for(timeout=30_000)
@@ -199,12 +222,15 @@ def test_kind_of_scan_outcome_history_and_a_closed_page(
 
     page.reload()
     page.get_by_text("Signed in as").wait_for(timeout=60_000)
-    page.get_by_role("tab", name="My analyses").click()
-    page.get_by_text("mg.jpg · MG · not analysed").wait_for(timeout=30_000)
-    row = page.locator(".widget-hbox", has_text="us.png · US · outcome recorded")
-    row.get_by_role("button", name="Open").click()
+    page.get_by_role("tab", name="Worklist").click()
+    page.locator("option", has_text="Case A · MG · no score · not analysed").wait_for(
+        state="attached", timeout=30_000
+    )
+    _open_exam(page, "Case A · US")
     page.get_by_text("Recorded outcome: Biopsy: benign, by dr-alice on").wait_for(timeout=30_000)
-    assert page.get_by_text("Probability of malignancy").is_visible()  # in the open tab
+    page.locator(".bcdiag-view-caption").get_by_text(
+        re.compile(r"us\.png · \d+\.\d% · ")
+    ).wait_for()
     outcome = page.locator("select", has=page.locator("option", has_text="Biopsy: benign"))
     outcome.select_option(label="Biopsy: malignant")
     page.get_by_role("button", name="Change outcome").click()
@@ -235,6 +261,7 @@ def test_every_chosen_file_gets_a_card_or_a_message(
     _choose(page, files)
     page.get_by_text("Only the first 20 are analysed in one batch; the other 2").wait_for()
     page.get_by_role("button", name="Ultrasound", exact=True).click()
+    page.get_by_placeholder(CASE).fill("Case A")
     page.get_by_role("button", name="Analyse").click()
     page.get_by_text("Finished 22 file(s): 20 analysed, 2 not analysed").wait_for(timeout=300_000)
     body = page.inner_text("body")
@@ -312,7 +339,7 @@ def test_a_killed_inference_service_is_a_message_and_its_return_needs_no_reload(
 ) -> None:
     """The app with an inference service of its own, killed mid-session and started
     again: the upload in between ends as the message with its scan stored; the next one,
-    on the same page, gets its card; the stored one is analysed from "My analyses"."""
+    on the same page, gets its card; the stored one is analysed from its exam."""
     home = tmp_path / "home"
     home.mkdir()
     settings = Settings(
@@ -357,11 +384,109 @@ def test_a_killed_inference_service_is_a_message_and_its_return_needs_no_reload(
             processes[0] = start(scoring, 180)  # back, as the hub restarts it
             _upload(page, [scans[2]])
             page.locator("h4", has_text=scans[2].name).wait_for(timeout=90_000)
-            page.get_by_role("tab", name="My analyses").click()
-            row = page.locator(".widget-hbox", has_text=f"{scans[1].name} · US · not analysed")
-            row.get_by_role("button", name="Analyse now").click()
-            page.locator("h4", has_text=scans[1].name).wait_for(timeout=90_000)
+            _open_exam(page, "Case A · US")
+            page.get_by_role("button", name="Analyse now").click()
+            analysed = re.compile(re.escape(scans[1].name) + r" · \d+\.\d% · ")
+            page.locator(".bcdiag-view-caption").get_by_text(analysed).wait_for(timeout=90_000)
             assert "Traceback" not in page.inner_text("body")
             browser.close()
     finally:
         stop(processes)
+
+
+def _canvas(page: Page, index: int) -> str:
+    """What the `index`-th viewer's canvas shows, as a data URL."""
+    return str(page.locator("canvas").nth(index).evaluate("canvas => canvas.toDataURL()"))
+
+
+def _shots(page: Page, name: str) -> None:
+    """The page at both reading sizes: 1366×768 and a 1920×1080 reading screen."""
+    for width, height in ((1366, 768), (1920, 1080)):
+        page.set_viewport_size({"width": width, "height": height})
+        page.wait_for_timeout(1500)  # the viewers redraw at their new size
+        page.screenshot(path=str(ARTIFACTS / f"reading_{name}_{width}.png"))
+    page.set_viewport_size({"width": 1366, "height": 768})
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("mg_champion")
+def test_a_four_view_exam_and_two_ultrasound_images_in_the_reading_view(
+    page: Page, data_dir: Path, tmp_path: Path
+) -> None:
+    """Issue 15's "Done when": one exam in the worklist, four views in hanging order, zoom,
+    the overlay toggled, the exam score by its rule, the PDF naming patient and study."""
+    page.set_viewport_size({"width": 1366, "height": 768})
+    study = "1.2.826.0.1.3680043.8.498.4242"
+    views = four_views(data_dir, patient_id="P-0042", patient_name="DOE^JANE", study_uid=study)
+    files = []
+    for name, data in reversed(views.items()):  # uploaded out of order
+        files.append(tmp_path / f"{name}.dcm")
+        files[-1].write_bytes(data)
+    for index in (1, 2):
+        files.append(tmp_path / f"us{index}.png")
+        files[-1].write_bytes(breastmnist_png(data_dir, 20 + index))
+    _upload(page, files, case="US-0042")
+    page.get_by_text("Finished 6 file(s): 6 analysed").wait_for(timeout=300_000)
+
+    page.get_by_role("tab", name="Worklist").click()
+    options = page.locator("select[size] option")
+    options.nth(1).wait_for(state="attached", timeout=30_000)
+    lines = [line.replace("\xa0", " ") for line in options.all_inner_texts()]  # &nbsp; there
+    assert len(lines) == 2, lines  # the four views are one exam; the two PNGs another
+    (mammo,) = [line for line in lines if "P-0042" in line]
+    assert "DOE JANE" in mammo and " MG " in mammo and "4 image(s)" in mammo
+    assert any("US-0042 · US" in line and "2 image(s)" in line for line in lines)
+    _shots(page, "worklist")
+
+    _open_exam(page, "P-0042")
+    page.wait_for_function(
+        "[...document.querySelectorAll('.bcdiag-viewer')].filter(v => v.dataset.firstDrawMs)"
+        ".length >= 4",
+        timeout=120_000,
+    )
+    captions = page.locator(".bcdiag-view-caption").all_inner_texts()
+    assert [c.split(" ")[0] for c in captions] == ["RCC", "LCC", "RMLO", "LMLO"], captions
+    scores = [float(re.search(r" · (\d+\.\d)% · ", c).group(1)) for c in captions]  # type: ignore[union-attr]
+    header = page.locator(".bcdiag-exam-score").inner_text()
+    assert f"Exam score: {max(scores):.1f}% (the highest probability among its images)" in header
+
+    label = page.locator(".bcdiag-viewer-label").first
+    assert label.inner_text().endswith("1.00×")
+    box = page.locator("canvas").first.bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, -600)
+    page.wait_for_function(
+        "label => !label.textContent.endsWith('1.00×')", arg=label.element_handle()
+    )
+    # The overlay toggles on a view with a marked region; a view without says so.
+    marked = [i for i, caption in enumerate(captions) if NO_HEAT not in caption]
+    assert marked, f"the test model marked no region on any view: {captions}"
+    canvas = page.locator("canvas").nth(marked[0]).element_handle()
+    plain = _canvas(page, marked[0])
+    for mode, button in (("outline", "Outline"), ("off", "Off")):
+        page.get_by_role("button", name=button, exact=True).click()
+        page.wait_for_function(  # the choice went through the kernel and was drawn
+            "([canvas, mode]) => canvas.parentElement.dataset.overlay === mode",
+            arg=[canvas, mode],
+            timeout=60_000,
+        )
+        assert (_canvas(page, marked[0]) == plain) == (mode == "off"), mode
+    page.get_by_role("button", name="Outline").click()
+    _shots(page, "exam")
+
+    page.get_by_role("button", name="Prepare exam report").click()
+    with page.expect_download() as download:
+        page.get_by_text("Download exam report (PDF)").click()
+    text = pdf_text(Path(download.value.path()).read_bytes())
+    assert "Patient\nP-0042" in text and "Patient name\nDOE JANE" in text
+    assert f"Study Instance UID\n{study}" in text and "Accession number\nACC-0001" in text
+
+    page.locator("select[size]").focus()  # the keyboard moves to the previous exam
+    page.keyboard.press("ArrowUp")
+    page.locator(".bcdiag-exam-header h3", has_text="US-0042").wait_for(timeout=60_000)
+    page.wait_for_function(  # its two images, in a row
+        "document.querySelectorAll('.bcdiag-view-caption').length === 2", timeout=60_000
+    )
+    assert page.locator(".bcdiag-empty-slot").count() == 0  # no mammography slots here
+    assert "Traceback" not in page.inner_text("body")

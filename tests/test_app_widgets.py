@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -14,7 +15,9 @@ import cv2
 import ipywidgets as widgets
 import mlflow
 import numpy as np
+import pydicom
 import pytest
+from exam_files import four_views
 from PIL import Image
 from sqlalchemy import select
 from test_inference import breastmnist_png, register
@@ -22,7 +25,8 @@ from test_report import pdf_text
 
 from bcdiag.app import ClinicianApp
 from bcdiag.app.cards import OUTCOME_CHOICES
-from bcdiag.app.clinician import HISTORY_TAB
+from bcdiag.app.clinician import WORKLIST_TAB
+from bcdiag.app.hanging import HANGING
 from bcdiag.models.bundle import ModelBundle
 from bcdiag.processes import free_port
 from bcdiag.serving.inference import Predictor
@@ -69,11 +73,32 @@ def _choose(app: ClinicianApp, *files: tuple[str, bytes]) -> None:
     )  # fmt: skip
 
 
-def _upload(app: ClinicianApp, *files: tuple[str, bytes], modality: str = "US") -> None:
-    """Choose the files, state `modality` for every PNG/JPEG, press Analyse."""
+def _upload(
+    app: ClinicianApp, *files: tuple[str, bytes], modality: str = "US", case: str = "Case A"
+) -> None:
+    """Choose the files, state `modality` for every PNG/JPEG and the `case` they join,
+    press Analyse."""
     _choose(app, *files)
     app.chooser.choose_all(modality)
+    app.case.value = case
     app.analyse.click()
+
+
+def _worklist(app: ClinicianApp) -> list[str]:
+    """The worklist's lines, as the clinician opens its tab (or refreshes it there)."""
+    app.tabs.selected_index = WORKLIST_TAB
+    app.worklist.refresh()
+    return [line for line, _ in app.worklist.exams.options]
+
+
+def _open_exam(app: ClinicianApp, line_part: str) -> widgets.Widget:
+    """Choose the worklist's exam whose line holds `line_part`; the exam view."""
+    app.worklist.refresh()
+    (exam_id,) = [i for line, i in app.worklist.exams.options if line_part in line]
+    app.worklist.exams.value = exam_id
+    if app.exam_view.loader is not None:
+        app.exam_view.loader.join(60)  # the images load in their own thread
+    return app.exam_view.widget
 
 
 def _texts(widget: widgets.Widget) -> str:
@@ -106,6 +131,8 @@ def test_upload_gives_a_card_a_reason_a_report_and_an_outcome(
     assert "Received 2 file(s)" in app.status.value
     assert app.analyse.disabled and "Choose the kind of scan for 1 PNG/JPEG" in app.status.value
     app.chooser.choose_all("US")
+    assert app.analyse.disabled and "Choose or name the case (patient)" in app.status.value
+    app.case.value = "Case A"
     assert not app.analyse.disabled
     app.analyse.click()
     assert app.analyse.disabled and app.upload.value == ()
@@ -145,37 +172,85 @@ def test_upload_gives_a_card_a_reason_a_report_and_an_outcome(
     assert {"upload.rejected", "report.downloaded", "feedback.recorded"} <= set(actions)
 
 
-def test_history_is_private_and_reopens_the_same_card_under_its_row(
+def test_the_worklist_is_private_and_opens_an_exam(
     open_app: AppFactory, storage: Storage, small_bundle: ModelBundle, data_dir: Path
 ) -> None:
     register(small_bundle)
     alice = open_app("alice")
-    _upload(alice, ("first.png", breastmnist_png(data_dir, 1)))
-    alice.tabs.selected_index = HISTORY_TAB
-    assert "first.png" in _texts(alice.history.widget)
+    _upload(alice, ("first.png", breastmnist_png(data_dir, 1)), case="Case A")
+    assert [line.split(" · ")[1] for line in _worklist(alice)] == ["Case A"]
     alice.tabs.selected_index = 0
-    _upload(alice, ("second.png", breastmnist_png(data_dir, 2)))
-    assert "second.png" not in _texts(alice.history.widget)  # built when the tab opens
-    alice.tabs.selected_index = HISTORY_TAB
-    history = _texts(alice.history.widget)
-    assert history.index("second.png") < history.index("first.png")  # newest first
+    _upload(alice, ("second.png", breastmnist_png(data_dir, 2)), case="Case B")
+    assert len(alice.worklist.exams.options) == 1  # read when the tab opens
+    assert [line.split(" · ")[1] for line in _worklist(alice)] == ["Case B", "Case A"]
+    assert alice.case.options == ("Case A",)  # the cases there were when the files came
 
     bob = open_app("bob")
-    bob.tabs.selected_index = HISTORY_TAB
-    assert "first.png" not in _texts(bob.history.widget)
-    assert "No uploads yet" in _texts(bob.history.widget)
+    assert _worklist(bob) == [] and "No exams match" in bob.worklist.count.value
 
     shown_before = alice.results.children
-    first_row = alice.history.entries.children[1]
-    _find(first_row, widgets.Button, "Open").click()
-    (card,) = first_row.children[1].children  # right under its row, in the open tab
-    assert "first.png" in _texts(card) and "Probability of malignancy" in _texts(card)
+    view = _open_exam(alice, "Case A")
+    text = _texts(view)
+    assert ">Case A</h3>" in text and "Exam score: <b>" in text and "1 image(s)" in text
+    assert re.search(r"<b>first\.png</b> · \d+\.\d% · ", text)
+    assert len(alice.exam_view.viewers) == 1 and alice.exam_view.viewers[0].overlay == "off"
+    assert len(alice.exam_view.images.children) == 1  # no empty mammography slots
+    (first_viewer,) = alice.exam_view.viewers
+    _open_exam(alice, "Case B")  # the next exam: the first one's viewer is let go
+    assert "second.png" in _texts(alice.exam_view.images)
+    assert first_viewer.comm is None and first_viewer not in alice.exam_view.viewers
+    alice.exam_view.overlay.value = "heat"  # no longer linked to the closed viewer
+    assert first_viewer.overlay == "off" and alice.exam_view.viewers[0].overlay == "heat"
     assert alice.results.children == shown_before  # the Analyse tab is left alone
-    _find(first_row, widgets.Button, "Close").click()
-    assert first_row.children[1].children == ()
     with storage.sessions() as session:
         viewed = session.scalars(select(AuditEvent).where(AuditEvent.action == "analysis.viewed"))
-        assert viewed.one().user == "alice"
+        assert [event.user for event in viewed] == ["alice", "alice"]  # one per exam opened
+
+
+def test_a_four_view_mammogram_exam_is_hung_and_scored_by_its_highest_view(
+    open_app: AppFactory, small_bundle: ModelBundle, data_dir: Path
+) -> None:
+    register(replace(small_bundle, modality="MG"))  # any real model will do
+    app = open_app("alice")
+    views = four_views(data_dir, patient_id="P-0042", patient_name="DOE^JANE")
+    _choose(app, *((f"{name}.dcm", data) for name, data in reversed(views.items())))
+    assert not app.analyse.disabled  # DICOM files name their patient: no case to choose
+    app.analyse.click()
+    assert "Finished 4 file(s): 4 analysed" in app.status.value
+    (line,) = _worklist(app)
+    assert "P-0042 (DOE JANE) · MG · " in line and "4 image(s)" in line
+    view = _open_exam(app, "P-0042")
+    cells = app.exam_view.images.children
+    labels = [_texts(cell).split("</b>")[0].split("<b>")[-1] for cell in cells]
+    assert [name.removesuffix(" (mirrored)") for name in labels] == list(HANGING)
+    scores = [float(s) for s in re.findall(r"</b> · (\d+\.\d)%", _texts(app.exam_view.images))]
+    assert len(scores) == 4
+    assert f"Exam score: <b>{max(scores):.1f}%</b>" in _texts(view)
+
+    _find(view, widgets.Button, "Prepare exam report").click()
+    pdf_data, zip_data = (
+        base64.b64decode(encoded)
+        for encoded in re.findall(r"base64,([A-Za-z0-9+/=]+)'", app.exam_view.report_link.value)
+    )
+    text = pdf_text(pdf_data)
+    assert "Patient\nP-0042" in text and "Patient name\nDOE JANE" in text
+    assert "Accession number\nACC-0001" in text and "Study date\n2026-03-02" in text
+    assert f"Exam score\n{max(scores):.1f}% (the highest probability among its images)" in text
+    places = [text.index(f"{view} ({view}.dcm)") for view in ("RCC", "LCC", "RMLO", "LMLO")]
+    assert places == sorted(places)  # in hanging order
+
+    with zipfile.ZipFile(io.BytesIO(zip_data)) as archive:
+        captures = [pydicom.dcmread(archive.open(name)) for name in sorted(archive.namelist())]
+    assert [(c.ImageLaterality, c.ViewPosition) for c in captures] == [
+        ("R", "CC"), ("L", "CC"), ("R", "MLO"), ("L", "MLO")
+    ]  # fmt: skip
+    study = captures[0].StudyInstanceUID
+    for capture in captures:
+        assert capture.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture
+        assert (capture.PatientID, str(capture.PatientName)) == ("P-0042", "DOE^JANE")
+        assert capture.StudyInstanceUID == study and capture.AccessionNumber == "ACC-0001"
+        assert capture.pixel_array.shape[2] == 3 and "not a diagnosis" in capture.ImageComments
+    assert len({c.SeriesInstanceUID for c in captures}) == 1  # one new series of the study
 
 
 def test_png_and_jpeg_need_an_explicit_kind_of_scan_each(
@@ -191,6 +266,7 @@ def test_png_and_jpeg_need_an_explicit_kind_of_scan_each(
     first.modality.value = "US"
     assert app.analyse.disabled
     second.modality.value = "MG"
+    app.case.value = "Case A"
     assert not app.analyse.disabled
     app.analyse.click()
     card, message = app.results.children
@@ -210,6 +286,7 @@ def test_every_chosen_file_ends_as_a_card_or_a_message(
     assert "Only the first 20 are analysed in one batch; the other 2" in app.status.value
     assert "scan21.png: not analysed, because more than 20" in _texts(app.chooser.widget)
     app.chooser.choose_all("US")
+    app.case.value = "Case A"
     app.analyse.click()
     texts = [_texts(child) for child in app.results.children]
     assert len(texts) == 22
@@ -219,26 +296,26 @@ def test_every_chosen_file_ends_as_a_card_or_a_message(
     assert "Finished 22 file(s): 20 analysed, 2 not analysed" in app.status.value
 
 
-def test_a_scan_without_a_model_is_in_the_history_and_analysed_later(
+def test_a_scan_without_a_model_is_in_the_worklist_and_analysed_later(
     open_app: AppFactory, storage: Storage, small_bundle: ModelBundle, data_dir: Path
 ) -> None:
     register(small_bundle)  # ultrasound only: a mammogram waits
     app = open_app("alice")
     _upload(app, ("mammo.jpg", rsna_jpeg(data_dir, 1)), modality="MG")
     assert "no model for MG scans yet" in _texts(app.results)
-    app.tabs.selected_index = HISTORY_TAB
-    (row,) = app.history.entries.children
-    assert "mammo.jpg · MG · <b class='bcdiag-state'>not analysed</b>" in _texts(row)
+    (line,) = _worklist(app)
+    assert "Case A · MG · no score · not analysed" in line
 
     register(replace(small_bundle, modality="MG"))
     later = open_app("alice")  # a new page: the new champion is loaded
-    later.tabs.selected_index = HISTORY_TAB
-    (row,) = later.history.entries.children
-    _find(row, widgets.Button, "Analyse now").click()
-    assert "Probability of malignancy" in _texts(row.children[1])
-    assert "bcdiag-mg version 1" in _texts(row.children[1])
-    later.history.refresh()
-    assert "<b class='bcdiag-state'>analysed</b>" in _texts(later.history.entries)
+    _worklist(later)
+    view = _open_exam(later, "Case A")
+    _find(view, widgets.Button, "Analyse now").click()
+    assert later.exam_view.loader is not None
+    later.exam_view.loader.join(60)  # the exam is shown again, analysed
+    assert "bcdiag-mg v1" in _texts(later.exam_view.images)
+    (line,) = _worklist(later)
+    assert " · analysed · " in line
     assert len(storage.list_scans()) == 1  # analysed from the stored scan, not stored again
 
 
@@ -259,11 +336,9 @@ def test_the_outcome_has_no_default_and_a_change_is_confirmed_and_audited(
     record.click()
     assert [c.outcome for c in storage.confirmed_cases()] == ["biopsy-benign"]
 
-    app.tabs.selected_index = HISTORY_TAB
-    (row,) = app.history.entries.children
-    assert "outcome: Biopsy: benign" in _texts(row)
-    _find(row, widgets.Button, "Open").click()
-    reopened = row.children[1]
+    (line,) = _worklist(app)
+    assert "outcome recorded" in line
+    reopened = _open_exam(app, "Case A")
     assert "Recorded outcome: <b>Biopsy: benign</b>, by alice on " in _texts(reopened)
     assert _find(reopened, widgets.Dropdown, "Outcome:").value == ""  # nothing pre-chosen
     _find(reopened, widgets.Dropdown, "Outcome:").value = "biopsy-malignant"

@@ -10,6 +10,7 @@ import numpy as np
 import pydicom
 import pytest
 from click.testing import CliRunner
+from exam_files import four_views, store_dicom
 from PIL import Image, PngImagePlugin
 from pydicom.dataset import Dataset
 from sqlalchemy import select
@@ -55,7 +56,14 @@ def stored(storage: Storage, data_dir: Path) -> dict[str, tuple[str, bytes]]:
     result = {}
     for name, data in files.items():
         scan_format = "png" if name == "png" else "dicom"
-        scan = storage.store_scan(data, filename=name, metadata={"format": scan_format}, user="u")
+        scan = storage.store_scan(
+            data,
+            filename=name,
+            metadata={"format": scan_format},
+            user="u",
+            identity=None,
+            case_name="Case A",
+        )
         result[name] = (scan.sha256, data)
     return result
 
@@ -142,7 +150,12 @@ def test_cli_refuses_identified_export_and_summarises_a_deidentified_one(
     with Storage.from_settings() as storage:
         for path in (data_dir / "dicom").glob("breast_pet_*.dcm"):
             storage.store_scan(
-                path.read_bytes(), filename=path.name, metadata={"format": "dicom"}, user="u"
+                path.read_bytes(),
+                filename=path.name,
+                metadata={"format": "dicom"},
+                user="u",
+                identity=None,
+                case_name="Case A",
             )
     runner = CliRunner()
     refused = runner.invoke(export, [str(tmp_path / "out")])
@@ -173,3 +186,33 @@ def test_image_text_and_exif_do_not_leave_with_the_pixels(data_dir: Path) -> Non
         np.asarray(Image.open(BytesIO(strip_image_metadata(tagged.getvalue())))),
         np.asarray(source),
     )
+
+
+def test_the_case_and_exam_identifiers_do_not_leave_with_the_export(
+    storage: Storage, data_dir: Path, tmp_path: Path
+) -> None:
+    """Cases and exams hold the header's identifiers and the clinicians' case names; an
+    export carries none of them (exported headers are de-identified, the tables stay)."""
+    files = four_views(data_dir, patient_id="PID-7731", patient_name="ROE^MARY",
+                       study_uid="1.2.826.0.1.7731", accession="ACC-7731")  # fmt: skip
+    secret = {"PID-7731", "ROE^MARY", "1.2.826.0.1.7731", "ACC-7731", "Screening mammography",
+              "Clinic case Mary R."}  # fmt: skip
+    for key, data in files.items():
+        dataset = pydicom.dcmread(BytesIO(data))
+        dataset.BurnedInAnnotation = "NO"  # reviewed: exported, not withheld
+        secret.add(str(dataset.SeriesInstanceUID))
+        reviewed = BytesIO()
+        dataset.save_as(reviewed, enforce_file_format=True)
+        store_dicom(storage, reviewed.getvalue(), f"{key}.dcm")
+    png = next((data_dir / "mias" / "png512").glob("*.png")).read_bytes()
+    storage.store_scan(png, filename="view.png", metadata={"format": "png"}, user="alice",
+                       case_name="Clinic case Mary R.")  # fmt: skip
+    assert {row.patient_key for row in storage.worklist("alice").rows} == {
+        "PID-7731",
+        "Clinic case Mary R.",
+    }
+    results = export_deidentified(storage, tmp_path / "out", user="researcher")
+    assert [result.status for result in results] == ["exported"] * 5
+    for path in (tmp_path / "out").iterdir():
+        content = path.read_bytes()
+        assert not [value for value in secret if value.encode() in content], path.name

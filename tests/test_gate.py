@@ -183,7 +183,9 @@ def _png(pixels: np.ndarray) -> bytes:
 
 def _confirm(storage: Storage, data: bytes, outcome: str, modality: str = "US") -> None:
     metadata = read_scan(data, "scan.png", modality=modality).metadata.as_dict()
-    scan = storage.store_scan(data, filename="scan.png", metadata=metadata, user="dr-a")
+    scan = storage.store_scan(
+        data, filename="scan.png", metadata=metadata, user="dr-a", identity=None, case_name="Case A"
+    )
     analysis = storage.record_analysis(
         NewAnalysis(
             scan_id=scan.id, user="dr-a", model_name="bcdiag-us", model_version="1",

@@ -28,13 +28,9 @@ from bcdiag.models.architectures import BcNet
 from bcdiag.models.bundle import ModelBundle, OperatingPointSpec
 from bcdiag.preprocess import prepare_framed
 from bcdiag.scans import read_scan
-from bcdiag.serving.heatmaps import (
-    DISPLAY_MAX_PX,
-    HEAT_FLOOR,
-    heat_for_display,
-    overlay_png,
-)
+from bcdiag.serving.heatmaps import DISPLAY_MAX_PX, heat_for_display, overlay_png
 from bcdiag.serving.inference import Prediction, Predictor
+from bcdiag.serving.results import HEAT_FLOOR
 
 pytestmark = pytest.mark.usefixtures("mlflow_tracking", "audit_trail")
 

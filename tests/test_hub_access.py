@@ -617,6 +617,15 @@ def test_admin_panel_offers_no_add_users(
     page.screenshot(path=str(ARTIFACTS / "hub_admin_panel.png"))
     assert page.get_by_role("button", name="Add Users").is_hidden()
     assert "bcdiag users add NAME --group" in page.inner_text("#bcdiag-add-users")
+    rows = page.locator("#bcdiag-status tr").all_inner_texts()
+    assert [row.split("\t")[:2] for row in rows] == [
+        ["Inference service", "running"],
+        ["Retraining scheduler", "running"],
+        ["MLflow", "running"],
+    ], rows
+    # what the service holds (other tests of this platform register a champion)
+    assert re.search(r"holds (no champion yet|bcdiag-(us|mg) version \d+)", rows[0]), rows
+    assert "next cycle" in rows[1], rows
     admin = sessions["admin"]
     refused = admin.post(
         f"{platform.url}/hub/api/users",
@@ -636,8 +645,8 @@ def test_no_jupyter_server_for_a_clinician_or_an_admin_even_when_an_admin_starts
     admin = sessions["admin"]
     xsrf = {"X-XSRFToken": admin.cookies.get("_xsrf", path="/hub/") or ""}
     started = admin.post(f"{platform.url}/hub/api/users/{name}/server", headers=xsrf, timeout=120)
-    assert started.status_code >= 400, started.text
     refusal = rf"{name} is [a-z ]+: only researchers get a Jupyter server"
+    assert started.status_code == 403 and re.search(refusal, started.json()["message"])
     assert re.search(refusal, platform.log.read_text(errors="replace")), "the hub log says why"
     model = admin.get(f"{platform.url}/hub/api/users/{name}", timeout=60).json()
     assert model["servers"] == {}
@@ -704,6 +713,8 @@ def clinical_files(platform: Platform, data_dir: Path) -> dict[str, Path]:
             filename="scan.dcm",
             metadata={"format": "dicom"},
             user=CLINICIAN,
+            identity=None,
+            case_name="Case A",
         )
     files = {
         "hub cookie secret": home / "hub" / "cookie_secret",

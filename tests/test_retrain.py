@@ -66,7 +66,9 @@ def _analyse(storage: Storage, predictor: Predictor, data_dir: Path, index: int)
     """Upload a BreastMNIST training image; the version of the model that analysed it."""
     png = breastmnist_png(data_dir, index, "train")
     scorer = LocalScorer(predictor)
-    outcome = analyse_upload(storage, scorer, png, f"{index}.png", user="dr-a", modality="US")
+    outcome = analyse_upload(
+        storage, scorer, png, f"{index}.png", user="dr-a", modality="US", case_name="Case A"
+    )
     assert isinstance(outcome, AnalysisAccepted)
     return outcome.analysis.model_version
 

@@ -332,3 +332,17 @@ def test_a_port_held_by_another_program_is_named_and_that_program_left_alone(
     finally:
         squatter.terminate()
         squatter.wait()
+
+
+def test_a_kernel_cap_the_preheated_pool_would_fill_is_refused_before_anything_starts(
+    tmp_path: Path,
+) -> None:
+    env, ports = platform_env(tmp_path / "home")
+    env |= {"BCDIAG_APP_POOL_SIZE": "10", "BCDIAG_APP_MAX_KERNELS": "10"}
+    done = subprocess.run(
+        [sys.executable, "-m", "bcdiag", "run"],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "BCDIAG_APP_MAX_KERNELS (10) must exceed BCDIAG_APP_POOL_SIZE (10)" in done.stderr
+    assert "Traceback" not in done.stderr and not _served(ports)

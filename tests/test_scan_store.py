@@ -34,7 +34,14 @@ def _count(storage: Storage, model: type[Scan] | type[AuditEvent]) -> int:
 
 
 def _store(storage: Storage, data: bytes, user: str = "alice") -> StoredScan:
-    return storage.store_scan(data, filename="left_cc.dcm", metadata=METADATA, user=user)
+    return storage.store_scan(
+        data,
+        filename="left_cc.dcm",
+        metadata=METADATA,
+        user=user,
+        identity=None,
+        case_name="Case A",
+    )
 
 
 def _blob_files(storage: Storage) -> list[Path]:
@@ -176,7 +183,9 @@ def test_a_lost_blob_is_restored_by_storing_the_scan_again(
 
 def test_metadata_must_name_the_format(storage: Storage) -> None:
     with pytest.raises(ValueError, match="format"):
-        storage.store_scan(b"x", filename="x", metadata={}, user="alice")
+        storage.store_scan(
+            b"x", filename="x", metadata={}, user="alice", identity=None, case_name="Case A"
+        )
 
 
 @pytest.mark.gcs

@@ -25,7 +25,7 @@ from mlflow import MlflowClient
 from bcdiag.cli import main
 from bcdiag.cli.models import retrain
 from bcdiag.errors import ConfigurationError
-from bcdiag.lifecycle.retrain import cycle_lock, run_cycle
+from bcdiag.lifecycle.retrain import CycleOutcome, cycle_lock, run_cycle
 from bcdiag.lifecycle.scheduler import (
     FAILED,
     RAN,
@@ -92,6 +92,26 @@ def test_scheduler_fires_cycles_and_refuses_one_while_another_runs(
     assert "base data set busi256 is missing" in outcome["reason"]
     status = scheduler.status()
     assert status["cron"] == EVERY_SECOND and len(status["firings"]) == len(results)
+
+
+def test_status_names_the_cycle_under_way() -> None:
+    release = threading.Event()
+
+    def cycle() -> list[CycleOutcome]:
+        release.wait(30)
+        return []
+
+    scheduler = Scheduler(EVERY_SECOND, cycle)
+    assert scheduler.status()["running_since"] is None
+    firing = threading.Thread(target=scheduler.fire)
+    firing.start()
+    _wait_for(lambda: scheduler.status()["running_since"] is not None)
+    since = scheduler.status()["running_since"]
+    release.set()
+    firing.join(timeout=10)
+    status = scheduler.status()
+    assert status["running_since"] is None
+    assert [(f["at"], f["result"]) for f in status["firings"]] == [(since, RAN)]
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -76,7 +76,9 @@ def test_upgrade_builds_the_schema_the_models_describe(database_url: str) -> Non
     finally:
         engine.dispose()
     assert diff == []
-    assert {"scans", "uploads", "analyses", "feedback", "audit_events"} <= tables
+    assert {
+        "scans", "uploads", "analyses", "feedback", "audit_events", "cases", "exams", "exam_images"
+    } <= tables  # fmt: skip
 
 
 def test_scans_stored_before_uploads_existed_reach_their_uploaders_history(
@@ -177,3 +179,72 @@ def test_storage_from_settings_asks_for_migration(bcdiag_home: Path) -> None:
     bcdiag_home.mkdir()
     with pytest.raises(StorageError, match="bcdiag db upgrade"):
         Storage.from_settings()
+
+
+def test_uploads_made_before_cases_become_exams_and_keep_their_state(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Earlier uploads are filed per user under the unfiled case: DICOMs by the study in
+    their metadata, the rest by modality and day; an analysis of a file its user never
+    uploaded (the same bytes uploaded by another user before 0002) is filed too."""
+    upgrade(database_url, "0002")
+    at = [datetime(2026, 11, 30, 9 + hour, tzinfo=UTC) for hour in range(8)]
+    scans = [
+        ("1.dcm", "dicom", "MG", {"study_instance_uid": "1.2.5", "laterality": "L", "view": "CC"}),
+        ("2.dcm", "dicom", "MG", {"study_instance_uid": "1.2.5", "laterality": "L", "view": "MLO"}),
+        ("3.png", "png", "US", {}),
+    ]
+    uploads = [(1, "alice", at[0]), (2, "alice", at[1]), (3, "alice", at[2]), (1, "alice", at[3]),
+               (3, "bob", at[4])]  # fmt: skip
+    analyses = [(1, "alice", 0.3, at[5]), (1, "alice", 0.6, at[6]), (2, "alice", 0.8, at[6]),
+                (2, "bob", 0.5, at[7])]  # fmt: skip
+    engine = open_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            for name, kind, modality, metadata in scans:
+                connection.execute(
+                    Scan.__table__.insert().values(
+                        sha256=name * 12, blob_key="k", filename=name, format=kind,
+                        modality=modality, metadata={"format": kind, **metadata},
+                        uploaded_by="alice",
+                    )
+                )  # fmt: skip
+            for scan_id, user, when in uploads:
+                connection.execute(
+                    Upload.__table__.insert().values(
+                        scan_id=scan_id, user=user, filename=f"{user} {when:%H}h", created_at=when
+                    )
+                )
+            for scan_id, user, probability, when in analyses:
+                connection.execute(
+                    Analysis.__table__.insert().values(
+                        scan_id=scan_id, user=user, created_at=when, model_name="m",
+                        model_version="1", model_sha256="b" * 64, probability=probability,
+                        threshold=0.5, call="x", details={},
+                    )
+                )  # fmt: skip
+            connection.execute(
+                Feedback.__table__.insert().values(
+                    analysis_id=2, user="alice", outcome="biopsy-benign", note="", created_at=at[7]
+                )
+            )
+    finally:
+        engine.dispose()
+    upgrade(database_url)
+    with Storage.open(database_url, (tmp_path / "blobs").as_uri()) as storage:
+        alice = storage.worklist("alice", sort="patient").rows
+        assert [(r.patient_key, r.exam_key, r.image_count, r.state, r.score) for r in alice] == [
+            ("Uploads without a case", "US 2026-11-30", 1, "not analysed", None),
+            ("Uploads without a case", "1.2.5", 2, "analysed", 0.8),  # one view has an outcome
+        ]
+        assert alice[1].last_activity_at == at[7] and alice[1].exam_date == date(2026, 11, 30)
+        images = storage.exam("alice", alice[1].id).images
+        assert [(i.filename, i.laterality, i.view) for i in images] == [
+            ("alice 12h", "L", "CC"),  # the newer of two uploads of the same file
+            ("alice 10h", "L", "MLO"),
+        ]
+        assert [i.feedback is not None for i in images] == [True, False]
+        bob = {r.exam_key: r for r in storage.worklist("bob").rows}
+        assert {key: r.score for key, r in bob.items()} == {"US 2026-11-30": None, "1.2.5": 0.5}
+        assert [i.filename for i in storage.exam("bob", bob["1.2.5"].id).images] == ["2.dcm"]
+        assert [case.exam_count for case in storage.list_cases("alice")] == [2]

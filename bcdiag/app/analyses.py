@@ -10,22 +10,21 @@ score, is kept, listed in its uploader's history, and analysed later with
 The inference service reads and scores an upload while the app validates and stores it:
 both read the same bytes with the same rules, so the wait is the longer of the two rather
 than their sum (a 13.8 MB DICOM mammogram: about 0.5 s less). A rejected file's score is
-never read.
+never read, and its request does not outlive the call: it is cancelled if it has not
+started, else awaited (the service judges by the same rules, so it ends quickly).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
-from PIL import Image
-
-from bcdiag.scans import judge
+from bcdiag.errors import ScanRejected
+from bcdiag.scans import judge, start_reader
+from bcdiag.scans.identity import read_identity
 from bcdiag.serving.results import (
     NO_MODEL,
     ModelRef,
@@ -37,9 +36,13 @@ from bcdiag.serving.results import (
 )
 from bcdiag.storage import Storage, StoredScan
 from bcdiag.storage.analysis_store import NewAnalysis, StoredAnalysis
+from bcdiag.storage.exam_store import CaseNameRequired
 
 SERVICE_UNAVAILABLE = "service-unavailable"
 """`AnalysisRejected.code` of a valid scan the inference service did not score in time."""
+
+CASE_NAME_REQUIRED = "case-name-required"
+"""`AnalysisRejected.code` of a file that names no patient, uploaded without a case name."""
 
 
 @dataclass(frozen=True)
@@ -81,8 +84,9 @@ def analyse_upload(
     *,
     user: str,
     modality: str | None,
+    case_name: str | None,
 ) -> AnalysisOutcome:
-    """Validate, store, score and record one uploaded file.
+    """Validate, store (filed under its case and exam), score and record one uploaded file.
 
     Args:
         storage: where the scan, heatmap, analysis and audit events go.
@@ -91,6 +95,11 @@ def analyse_upload(
         filename: the name the user gave it (shown back, never interpreted).
         user: the clinician uploading.
         modality: ``"US"`` or ``"MG"`` for PNG and JPEG files; DICOM names its own.
+        case_name: the case a PNG or JPEG file (or a DICOM without PatientID) joins: a new
+            name, or the patient key of one of the user's cases (`Storage.list_cases`).
+            None or blank rejects such a file with ``case-name-required`` (there is no
+            default case). A DICOM with a PatientID joins that patient's case whatever
+            this says.
 
     Raises:
         StorageError: the database or blob store failed.
@@ -99,17 +108,44 @@ def analyse_upload(
     pending = _scoring.submit(scorer.score, Upload(data, filename, modality))
     verdict = judge(data, filename, modality=modality)
     if verdict.scan is None:
-        code = verdict.code or "rejected"
-        storage.record_audit(
-            user=user,
-            action="upload.rejected",
-            target="upload",
-            details={"filename": filename, "code": code},
+        return _rejected(
+            storage, pending, user, filename, verdict.code or "rejected", verdict.message
         )
-        return AnalysisRejected(filename, code, verdict.message)
-    metadata = verdict.scan.metadata
-    scan = storage.store_scan(data, filename=filename, metadata=metadata.as_dict(), user=user)
+    try:
+        scan = storage.store_scan(
+            data,
+            filename=filename,
+            metadata=verdict.scan.metadata.as_dict(),
+            user=user,
+            identity=read_identity(data, filename),
+            case_name=case_name,
+        )
+    except ScanRejected as error:  # a header the reader accepted but identity cannot parse
+        return _rejected(storage, pending, user, filename, error.code, error.message)
+    except CaseNameRequired as error:
+        return _rejected(storage, pending, user, filename, CASE_NAME_REQUIRED, str(error))
     return _score(storage, pending.result, scan, filename, user)
+
+
+def _rejected(
+    storage: Storage,
+    pending: Future[ScanResult],
+    user: str,
+    filename: str,
+    code: str,
+    message: str,
+) -> AnalysisRejected:
+    """An upload that stored nothing, with its ``upload.rejected`` event; its scoring
+    request ``pending`` is cancelled or, if already running, awaited and ignored."""
+    if not pending.cancel():
+        pending.exception()  # waits; whatever it raised or returned is not this file's answer
+    storage.record_audit(
+        user=user,
+        action="upload.rejected",
+        target="upload",
+        details={"filename": filename, "code": code},
+    )
+    return AnalysisRejected(filename, code, message)
 
 
 def analyse_stored(
@@ -160,9 +196,11 @@ def _score(
             filename, SERVICE_UNAVAILABLE, _unavailable_message(filename, error), scan
         )
     finding = result.finding
+    # kept as blobs so a reopened analysis shows exactly what was shown the first time
     image_sha256 = hashlib.sha256(result.image_png).hexdigest()
-    # kept as a blob so a reopened analysis shows exactly what was shown the first time
     storage.blobs.put(image_sha256, result.image_png)
+    heat_sha256 = hashlib.sha256(result.heat_png).hexdigest()
+    storage.blobs.put(heat_sha256, result.heat_png)
     trained = finding.model.trained_at
     trained_at = None if trained is None else f"{trained:%Y-%m-%d %H:%M} UTC"
     analysis = storage.record_analysis(
@@ -185,6 +223,7 @@ def _score(
                     "from the DICOM header" if scan.format == "dicom" else "stated at upload"
                 ),
                 "image_sha256": image_sha256,
+                "heat_sha256": heat_sha256,
                 "model_trained_at": trained_at,
                 "shown_inverted": finding.inverted,
                 "heatmap_blank": result.heatmap_blank,
@@ -198,14 +237,9 @@ def _score(
 
 
 def warm_up(scorer: Scorer) -> list[ModelRef]:
-    """Start the scan reader's worker and ask for the champions, ahead of the first upload.
-
-    The reader's worker process is started by its first file, and that start counts
-    against the file's ``validate_timeout_s``; a tiny image starts it here instead.
-    """
-    buffer = io.BytesIO()
-    Image.fromarray(np.full((32, 32), 128, dtype=np.uint8)).save(buffer, format="PNG")
-    judge(buffer.getvalue(), "warm-up.png", modality="US")
+    """Start the scan reader's worker (`start_reader`) and ask for the champions, ahead
+    of the first upload."""
+    start_reader()
     return scorer.ready()
 
 

@@ -112,7 +112,12 @@ class FileChooser:
                 ("Choose…", UNCHOSEN),
                 *((label, code) for code, label in MODALITIES.items()),
             ]
-            picker = widgets.Dropdown(options=options, value=UNCHOSEN, description="Kind of scan:")
+            picker = widgets.Dropdown(
+                options=options,
+                value=UNCHOSEN,
+                description="Kind of scan:",
+                style={"description_width": "initial"},  # the whole label, not "Kind of sc…"
+            )
             picker.observe(lambda _: self.on_change(), names="value")
         return ChosenFile(name, data, kind, picker)
 

@@ -1,4 +1,4 @@
-"""The clinician app: choose scans, see a card per image, reopen past analyses.
+"""The clinician app: choose scans and see a card per image; read exams from the worklist.
 
 Every failure reaches the screen as a sentence, never a traceback: bcdiag's own
 errors carry their message; anything else is logged and summarised. Every chosen
@@ -12,7 +12,7 @@ import html
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import ipywidgets as widgets
 
@@ -22,27 +22,30 @@ from bcdiag.app.analyses import (
     AnalysisRejected,
     analyse_stored,
     analyse_upload,
-    audit_view,
     warm_up,
 )
 from bcdiag.app.cards import rejection_widget, result_card
 from bcdiag.app.chooser import MAX_FILES, ChosenFile, FileChooser, over_cap_message
-from bcdiag.app.history import HistoryView
+from bcdiag.app.exam_view import ExamView
+from bcdiag.app.worklist_view import WorklistView
 from bcdiag.errors import BcdiagError
 from bcdiag.serving.results import Scorer
 from bcdiag.storage import Storage
-from bcdiag.storage.history import HistoryEntry
+from bcdiag.storage.worklist import ExamImageEntry
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 ACCEPT = ".dcm,.dicom,.png,.jpg,.jpeg,application/dicom,image/png,image/jpeg"
-HISTORY_TAB = 1
+WORKLIST_TAB = 1
 
 
 class ClinicianApp:
     """Widgets and behaviour of the app for one signed-in user.
 
-    The history is listed when its tab is opened (or refreshed there).
+    The worklist is listed when its tab is opened (or refreshed there); choosing an exam
+    shows it on the right. PNG/JPEG files join the case the clinician names (DICOM files
+    their patient's, from the header).
     Building the app starts `warm_up` in a background thread (``self.warming``): the page
     shows at once while the scan reader starts and the inference service is asked for
     its champions. Analyse stays disabled until the kernel holds the chosen
@@ -64,14 +67,22 @@ class ClinicianApp:
             accept=ACCEPT, multiple=True, description="Choose scans", layout={"width": "auto"}
         )
         self.upload.observe(self._received, names="value")
+        self.received_note = ""  # what the last choice of files was, while it waits
         self.chooser = FileChooser(self._update_analyse)
+        self.case = widgets.Combobox(
+            placeholder="Case (patient) for PNG/JPEG files: choose or type a new one",
+            ensure_option=False,
+            layout={"width": "480px"},
+        )
+        self.case.observe(lambda _: self._update_analyse(), names="value")
         self.analyse = widgets.Button(
             description="Analyse", button_style="primary", icon="play", disabled=True
         )
         self.progress = widgets.IntProgress(min=0, max=1, value=0, description="Progress:")
         self.status = widgets.HTML()
         self.results = widgets.VBox()
-        self.history = HistoryView(storage, user, self._open_card, self._analyse_later)
+        self.exam_view = ExamView(storage, user, self.notify, self._analyse_image)
+        self.worklist = WorklistView(storage, user, self._open_exam)
         self.analyse.on_click(lambda _: self.analyse_uploads())
         limits = widgets.HTML(
             f"<span class='bcdiag-limits'>Up to {MAX_FILES} files at a time: "
@@ -83,39 +94,40 @@ class ClinicianApp:
                     [
                         widgets.HBox([self.upload, limits]),
                         self.chooser.widget,
+                        self.case,
                         self.analyse,
                         self.progress,
                         self.status,
                         self.results,
                     ]
                 ),
-                self.history.widget,
+                widgets.HBox([self.worklist.widget, self.exam_view.widget]),
             ]
         )
         tabs.set_title(0, "Analyse")
-        tabs.set_title(HISTORY_TAB, "My analyses")
+        tabs.set_title(WORKLIST_TAB, "Worklist")
         sign_out = (
             "" if sign_out_url is None
             else f" · <a class='bcdiag-sign-out' href='{html.escape(sign_out_url)}'>Sign out</a>"
         )  # fmt: skip
         header = widgets.HTML(
-            f"<h2>bcdiag</h2><p>Signed in as <b>{html.escape(user)}</b>{sign_out}. "
-            "Decision support only — not a diagnosis.</p>"
+            f"<p class='bcdiag-header'><b>bcdiag</b> · Signed in as <b>{html.escape(user)}</b>"
+            f"{sign_out}. Decision support only — not a diagnosis.</p>"
         )
-        # The history is built when its tab opens, not on every analysis: each entry
-        # is a few widgets the browser has to render, and a history only grows.
+        # The worklist is read when its tab opens, not on every analysis.
         tabs.observe(self._tab_opened, names="selected_index")
         self.widget = widgets.VBox([header, tabs])
 
     def _tab_opened(self, change: dict[str, Any]) -> None:
-        if change["new"] == HISTORY_TAB:
-            self.history.refresh()
+        if change["new"] == WORKLIST_TAB:
+            self.worklist.refresh()
 
     def _received(self, change: dict[str, Any]) -> None:
         files = change["new"]
         if not files:
             return
         self.chooser.choose(files)
+        self.case.options = tuple(case.patient_key for case in self.storage.list_cases(self.user))
         megabytes = sum(int(item["size"]) for item in files) / 1e6
         message = f"Received {len(files)} file(s), {megabytes:.1f} MB."
         if self.chooser.over_cap:
@@ -123,16 +135,28 @@ class ClinicianApp:
                 f" Only the first {MAX_FILES} are analysed in one batch; the other "
                 f"{len(self.chooser.over_cap)} are listed below."
             )
-        self.notify(message + self._next_step())
+        self.received_note = message
+        self._update_analyse()
 
     def _next_step(self) -> str:
         missing = self.chooser.missing
         if missing:
             return f" Choose the kind of scan for {missing} PNG/JPEG file(s), then press Analyse."
+        if self._needs_case():
+            return " Choose or name the case (patient) the PNG/JPEG files belong to."
         return " Press Analyse."
 
+    def _needs_case(self) -> bool:
+        rasters = any(chosen.kind in ("png", "jpeg") for chosen in self.chooser.files)
+        return rasters and not self.case.value.strip()
+
     def _update_analyse(self) -> None:
-        self.analyse.disabled = not self.chooser.files or self.chooser.missing > 0
+        """Enable Analyse once nothing is missing; else say what is (the next step)."""
+        self.analyse.disabled = (
+            not self.chooser.files or self.chooser.missing > 0 or self._needs_case()
+        )
+        if self.chooser.files and self.received_note:
+            self.notify(self.received_note + self._next_step())
 
     def notify(self, message: str) -> None:
         """Show one plain sentence under the progress bar."""
@@ -144,10 +168,11 @@ class ClinicianApp:
         if not chosen:
             self.notify("Choose one or more scans first.")
             return
-        if self.chooser.missing:
+        if self.chooser.missing or self._needs_case():
             self.notify(self._next_step().strip())
             return
         self.analyse.disabled = True  # no second run queued behind this one
+        self.received_note = ""
         self.progress.max, self.progress.value = len(chosen), 0
         cards: list[widgets.Widget] = []
         analysed = 0
@@ -170,13 +195,13 @@ class ClinicianApp:
     def _upload_one(self, item: ChosenFile) -> AnalysisOutcome:
         return analyse_upload(
             self.storage, self.scorer, item.data, item.name, user=self.user,
-            modality=item.stated_modality,
+            modality=item.stated_modality, case_name=self.case.value.strip() or None,
         )  # fmt: skip
 
-    def _guarded(self, name: str, analyse: Callable[[], AnalysisOutcome]) -> AnalysisOutcome | str:
-        """The outcome, or the sentence to show when the analysis failed."""
+    def _guarded(self, name: str, work: Callable[[], T]) -> T | str:
+        """What `work` returns, or the sentence to show when it failed."""
         try:
-            return analyse()
+            return work()
         except BcdiagError as error:
             return f"{name}: {error}"
         except Exception:  # the screen must never show a traceback; the log keeps it
@@ -199,30 +224,22 @@ class ClinicianApp:
             user=self.user, notify=self.notify,
         )  # fmt: skip
 
-    def _open_card(self, entry: HistoryEntry) -> widgets.Widget:
-        """A past analysis as its card again (audited as a view)."""
-        if entry.analysis is None:
-            raise ValueError("only an analysed entry has a card")
-        return self.reopen(entry.analysis.id)
+    def _open_exam(self, exam_id: int) -> None:
+        shown = self._guarded(f"exam {exam_id}", lambda: self.exam_view.show(exam_id))
+        if isinstance(shown, str):
+            self.notify(shown)
 
-    def _analyse_later(self, entry: HistoryEntry) -> widgets.Widget:
-        """Analyse a stored scan that has no analysis yet."""
-        scan = self.storage.get_scan(entry.scan_id)
+    def _analyse_image(self, image: ExamImageEntry) -> str | None:
+        """Analyse a stored image that has no analysis yet; None, or why it was not."""
         outcome = self._guarded(
-            entry.filename,
-            lambda: analyse_stored(self.storage, self.scorer, scan, entry.filename, user=self.user),
+            image.filename,
+            lambda: analyse_stored(
+                self.storage, self.scorer, image.scan, image.filename, user=self.user
+            ),
         )
-        return self._shown(entry.filename, outcome)
-
-    def reopen(self, analysis_id: int) -> widgets.Widget:
-        """The card of a past analysis, as first shown (audited as a view)."""
-        analysis = self.storage.get_analysis(analysis_id, self.user)
-        heatmap = self.storage.heatmap_png(analysis) or b""
-        scan_png = self.storage.blobs.get(analysis.details["image_sha256"])
-        audit_view(self.storage, analysis, user=self.user)
-        return result_card(
-            self.storage, analysis, scan_png, heatmap, user=self.user, notify=self.notify
-        )
+        if isinstance(outcome, AnalysisRejected):
+            return outcome.message
+        return outcome if isinstance(outcome, str) else None
 
 
 def start_warm_up(scorer: Scorer) -> threading.Thread:

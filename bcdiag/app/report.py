@@ -1,4 +1,5 @@
-"""The one-page PDF report of an analysis (reportlab), and the wording about what the
+"""The PDF reports (reportlab): one analysis on a page, and one exam with its patient
+and study identifiers and each image; and the wording about what the
 score means that the report and the card share.
 
 Every text that comes from a user (file name, user name, note) is escaped before
@@ -27,7 +28,9 @@ from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
 from reportlab.lib.units import cm
 from reportlab.platypus import Flowable, Image, Paragraph, SimpleDocTemplate, Spacer, Table
 
+from bcdiag.app.hanging import label
 from bcdiag.storage.analysis_store import StoredAnalysis
+from bcdiag.storage.worklist import ExamDetail, ExamImageEntry
 
 DISCLAIMER = "Decision support only — not a diagnosis. Research software, not a medical device."
 """Printed on every report."""
@@ -159,10 +162,10 @@ def _images(
     return Table(cells, colWidths=[IMAGE_SIDE + 0.5 * cm] * 2)
 
 
-def _image(png: bytes) -> Image:
+def _image(png: bytes, side: float = IMAGE_SIDE) -> Image:
     with PilImage.open(io.BytesIO(png)) as opened:
         width, height = opened.size
-    scale = IMAGE_SIDE / max(width, height)
+    scale = side / max(width, height)
     return Image(io.BytesIO(png), width=width * scale, height=height * scale)
 
 
@@ -191,6 +194,85 @@ def _facts(
         ("Analysed by", analysis.user),
         ("Report generated", f"{_when(generated_at)} by {user}"),
     ]
+    return _grid(rows, style)
+
+
+def _when(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M %Z").strip()
+
+
+EXAM_IMAGE_SIDE = 7.5 * cm
+
+
+def exam_pdf(
+    detail: ExamDetail,
+    overlays: Mapping[int, bytes],
+    *,
+    score_rule: str,
+    user: str,
+    generated_at: datetime,
+) -> bytes:
+    """The report of one exam: the patient and study, the exam score and its rule, then
+    each analysed image with its heatmap overlay, score, call and model.
+
+    Args:
+        detail: the exam and its images, in the order they are hung.
+        overlays: each analysed image's heatmap overlay PNG, by scan id.
+        score_rule: how the exam score is made from the images' scores.
+        user: who asked for the report.
+        generated_at: when; printed, so pass an aware datetime.
+    """
+    styles = getSampleStyleSheet()
+    body = styles["BodyText"]
+    exam = detail.exam
+    buffer = io.BytesIO()
+    document = SimpleDocTemplate(
+        buffer, pagesize=A4, title="bcdiag exam report", author="bcdiag", invariant=1,
+        leftMargin=2 * cm, rightMargin=2 * cm, topMargin=1.5 * cm, bottomMargin=1.5 * cm,
+    )  # fmt: skip
+    scores = [i.analysis.probability for i in detail.images if i.analysis is not None]
+    identity = [
+        ("Patient", exam.patient_key),
+        ("Patient name", (exam.patient_name or "not recorded").replace("^", " ")),
+        ("Study date", f"{exam.exam_date:%Y-%m-%d}"),
+        ("Study", exam.study_description or "not recorded"),
+        ("Accession number", exam.accession_number or "not recorded"),
+        ("Study Instance UID", exam.study_instance_uid or "none (images named by the case)"),
+        ("Modality", exam.modality or "unknown"),
+        ("Exam score", f"{percent(max(scores))} ({score_rule})" if scores else "not analysed"),
+        ("Report generated", f"{_when(generated_at)} by {user}"),
+    ]
+    story: list[Flowable] = [
+        Paragraph("Breast exam analysis report", styles["Title"]),
+        _grid(identity, body),
+        Spacer(1, 0.4 * cm),
+    ]
+    cells: list[Any] = [_exam_image(i, overlays.get(i.scan.id), body) for i in detail.images]
+    cells += [""] * (len(cells) % 2)  # two images a row
+    rows = [cells[i : i + 2] for i in range(0, len(cells), 2)]
+    story += [
+        Table(rows, colWidths=[EXAM_IMAGE_SIDE + 1 * cm] * 2),
+        Spacer(1, 0.4 * cm),
+        _text(DISCLAIMER, ParagraphStyle("disclaimer", parent=body, fontName="Helvetica-Bold")),
+    ]
+    document.build(story)
+    return buffer.getvalue()
+
+
+def _exam_image(image: ExamImageEntry, overlay: bytes | None, style: ParagraphStyle) -> list[Any]:
+    name = label(image)
+    analysis = image.analysis
+    if analysis is None or overlay is None:
+        return [_text(f"{name} ({image.filename}): not analysed", style)]
+    facts = (
+        f"{name} ({image.filename}): {percent(analysis.probability)}, {analysis.call} "
+        f"{operating_point_text(analysis)}. Model {analysis.model_name} version "
+        f"{analysis.model_version} (sha256 {analysis.model_sha256[:SHORT_SHA]})."
+    )
+    return [_image(overlay, EXAM_IMAGE_SIDE), _text(facts, style)]
+
+
+def _grid(rows: list[tuple[str, str]], style: ParagraphStyle) -> Table:
     table = Table(
         [[_text(label, style), _text(value, style)] for label, value in rows],
         colWidths=[5 * cm, 12 * cm],
@@ -199,7 +281,3 @@ def _facts(
         [("VALIGN", (0, 0), (-1, -1), "TOP"), ("GRID", (0, 0), (-1, -1), 0.25, colors.grey)]
     )
     return table
-
-
-def _when(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M %Z").strip()

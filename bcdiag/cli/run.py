@@ -8,6 +8,7 @@ import click
 
 from bcdiag.platform.hub import hub_url
 from bcdiag.platform.researchers import private_state
+from bcdiag.platform.services import check_app_kernels
 from bcdiag.platform.startup import platform_ports, platform_services, process_record
 from bcdiag.platform.users import FirstAdmin, ensure_first_admin
 from bcdiag.processes import reclaim, supervise
@@ -29,6 +30,7 @@ def _welcome(url: str, admin: FirstAdmin | None) -> str:
 def run() -> None:
     """Migrate; create the first admin once; start MLflow, the app and JupyterHub (Ctrl-C stops)."""
     settings = get_settings()
+    check_app_kernels(settings)  # before anything starts: the hub would fail on it later
     private_state(settings.home)  # hub secrets, clinical data: no other account reads them
     # Before the first admin is created: its password is shown only once the platform runs.
     reclaim(process_record(settings), platform_ports(settings))

@@ -62,6 +62,7 @@ class Scheduler:
         self.cycle = cycle
         self.history: list[Firing] = []
         self.next_at: datetime | None = None
+        self.running_since: str | None = None  # the cycle under way, if any
         self._lock = threading.Lock()
 
     def next_fire(self, after: datetime) -> datetime:
@@ -72,6 +73,8 @@ class Scheduler:
     def fire(self, cycle: Callable[[], Sequence[CycleOutcome]] | None = None) -> Firing:
         """Run one cycle (default: the scheduled one) now; refused if one is already running."""
         at = datetime.now(UTC).isoformat(timespec="seconds")
+        with self._lock:
+            self.running_since = at
         try:
             outcomes = (cycle or self.cycle)()
         except CycleRunning as error:
@@ -83,6 +86,7 @@ class Scheduler:
             firing = Firing(at, RAN, decisions, [o.as_json() for o in outcomes])
         with self._lock:
             self.history.append(firing)
+            self.running_since = None
         print(f"retraining {firing.result} at {at}: {firing.detail}", file=sys.stderr, flush=True)
         return firing
 
@@ -97,10 +101,11 @@ class Scheduler:
             self.fire()
 
     def status(self) -> dict[str, Any]:
-        """The schedule, the next firing and every firing so far."""
+        """The schedule, the cycle running now, the next firing and every firing so far."""
         with self._lock:
             return {
                 "cron": self.cron,
+                "running_since": self.running_since,
                 "next": None if self.next_at is None else self.next_at.isoformat(),
                 "firings": [asdict(f) for f in self.history],
             }

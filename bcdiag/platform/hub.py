@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tornado import web
+
 from bcdiag.platform.secret_files import secret_file
 from bcdiag.platform.services import (
     APP_HEALTH_PATH,
@@ -214,9 +216,10 @@ def servers_for_researchers_only(spawner: Any) -> None:
     accounts, and a server of theirs would run with the hub's own rights."""
     if "researchers" not in _groups(spawner.user):
         role = "a clinician" if "clinicians" in _groups(spawner.user) else "not a researcher"
-        raise PermissionError(
+        raise web.HTTPError(  # 403 with this sentence, not an unhandled 500
+            403,
             f"{spawner.user.name} is {role}: only researchers get a Jupyter server "
-            "(clinicians use the app, admins the admin panel and `bcdiag users`)"
+            "(clinicians use the app, admins the admin panel and `bcdiag users`)",
         )
 
 

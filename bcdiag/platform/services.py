@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from bcdiag.errors import ConfigurationError
 from bcdiag.platform.secret_files import private_json, secret_file
 from bcdiag.platform.telemetry import with_jupyter_dir
 from bcdiag.processes import Service
@@ -80,11 +81,29 @@ def scoring_service(settings: Settings) -> Service:
         # Ray's control plane (GCS, raylet) asks every client for the same token.
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN": token,
+        # Ray's C++ failure handler aborts a process still shutting down 3 s after
+        # SIGTERM (ray-project/ray#64830): Serve's graceful stop takes longer.
+        "RAY_DISABLE_FAILURE_SIGNAL_HANDLER": "1",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "TQDM_DISABLE": "1",
     }
     argv = [sys.executable, "-m", "bcdiag.serving.service"]
     return Service("inference service", argv, f"{url}{HEALTH_PATH}", url, env)
+
+
+def check_app_kernels(settings: Settings) -> None:
+    """Refuse a kernel cap the preheated pool alone would reach.
+
+    Raises:
+        ConfigurationError: ``BCDIAG_APP_MAX_KERNELS`` is not above ``BCDIAG_APP_POOL_SIZE``.
+    """
+    if 0 < settings.app_max_kernels <= settings.app_pool_size:
+        raise ConfigurationError(
+            f"BCDIAG_APP_MAX_KERNELS ({settings.app_max_kernels}) must exceed "
+            f"BCDIAG_APP_POOL_SIZE ({settings.app_pool_size}): preheated kernels count "
+            "towards the cap, so at most MAX_KERNELS - POOL_SIZE clinicians can have the "
+            "app open"
+        )
 
 
 def app_service(settings: Settings, base_url: str = "/") -> Service:
@@ -95,6 +114,7 @@ def app_service(settings: Settings, base_url: str = "/") -> Service:
     kernel as ``HTTP_X_CDSDASHBOARDS_JH_USER`` (`bcdiag.app.current_user` reads it).
     Preheated kernels receive it when the notebook calls `voila.utils.wait_for_request`.
     """
+    check_app_kernels(settings)
     url = f"http://127.0.0.1:{settings.app_port}"
     idle_s = settings.idle_minutes * 60
     argv = [

@@ -5,8 +5,8 @@ child process (time and memory limits), also checks that the image looks like it
 modality (`bcdiag.scans.modality_check`), and never raises for bad input.
 """
 
-from bcdiag.scans.guard import judge
+from bcdiag.scans.guard import judge, start_reader
 from bcdiag.scans.reader import read_scan
 from bcdiag.scans.types import Scan, ScanMetadata, Verdict
 
-__all__ = ["Scan", "ScanMetadata", "Verdict", "judge", "read_scan"]
+__all__ = ["Scan", "ScanMetadata", "Verdict", "judge", "read_scan", "start_reader"]

@@ -14,9 +14,11 @@ Header values are never logged; the metadata keeps only the fields of `ScanMetad
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 import pydicom
@@ -51,6 +53,7 @@ from bcdiag.scans.types import Scan, ScanMetadata
 
 _ERRORS: tuple[type[Exception], ...] = (*LIBRARY_ERRORS, BytesLengthException, InvalidDicomError)
 _TEXT_LIMIT = 64
+_GREYSCALE = ("MONOCHROME1", "MONOCHROME2")
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 # GDCM aborts the whole process on some malformed JPEG 2000 codestreams, so JPEG 2000 goes
 # to pylibjpeg-openjpeg, which reports them as errors.
@@ -69,20 +72,46 @@ def read_dicom(data: bytes, name: str, modality_hint: str | None) -> Scan:
     Raises:
         ScanRejected: the file breaks a rule of `bcdiag.scans.rules` or cannot be decoded.
     """
+    with _reading(name):
+        dataset = _parse(data, name)
+        metadata = _check_header(dataset, name, modality_hint)
+        pixels, photometric = _decode(dataset, name)
+        image = _to_unit_grey(dataset, pixels, photometric, name)
+    rules.check_not_blank(name, image)
+    return Scan(image=image, metadata=metadata)
+
+
+def read_dicom_values(data: bytes, name: str) -> tuple[np.ndarray, Dataset]:
+    """A greyscale image's values after the Modality LUT (rescale), in the file's own
+    units, and its header: for display (`bcdiag.scans.display`), which windows them itself.
+
+    The same parsing, rules and decoders as `read_dicom`; no VOI, no scaling, no inversion.
+
+    Raises:
+        ScanRejected: as `read_dicom`, and ``unsupported-photometric`` for colour images.
+    """
+    with _reading(name):
+        dataset = _parse(data, name)
+        _check_header(dataset, name, None)
+        pixels, photometric = _decode(dataset, name)
+        if pixels.ndim != 2 or photometric not in _GREYSCALE:
+            raise _unsupported_photometric(name, photometric)
+        values = apply_modality_lut(pixels, dataset)
+    return np.asarray(values, dtype=np.float32), dataset
+
+
+@contextlib.contextmanager
+def _reading(name: str) -> Iterator[None]:
+    """Header warnings silenced; a library's failure on a damaged header as a rejection."""
     with warnings.catch_warnings():
         # pydicom's warnings may quote header values (patient data among them).
         warnings.simplefilter("ignore")
-        dataset = _parse(data, name)
         try:
-            metadata = _check_header(dataset, name, modality_hint)
-            pixels, photometric = _decode(dataset, name)
-            image = _to_unit_grey(dataset, pixels, photometric, name)
+            yield
         except RecursionError:
             raise rules.nested_too_deep(name) from None
         except _ERRORS:
             raise _corrupt_header(name) from None
-    rules.check_not_blank(name, image)
-    return Scan(image=image, metadata=metadata)
 
 
 def _parse(data: bytes, name: str) -> FileDataset:
@@ -270,18 +299,22 @@ def _to_unit_grey(ds: Dataset, pixels: np.ndarray, photometric: str, name: str) 
     if pixels.ndim == 2 and photometric == "PALETTE COLOR":
         rgb = apply_color_lut(pixels, ds)
         return unit_range(luminance(rgb), 0.0, float(np.iinfo(rgb.dtype).max))
-    if pixels.ndim != 2 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise reject(
-            "unsupported-photometric",
-            name,
-            f"the image's colour model '{photometric[:_TEXT_LIMIT]}' is not supported. "
-            "Export it as greyscale (MONOCHROME1/2), RGB or palette colour.",
-        )
+    if pixels.ndim != 2 or photometric not in _GREYSCALE:
+        raise _unsupported_photometric(name, photometric)
     values = apply_voi_lut(apply_modality_lut(pixels, ds), ds, index=0)
     if not np.isfinite(values).all():
         raise ValueError("rescale or window produced non-finite values")
     grey = unit_range(values, *_display_range(ds))
     return 1.0 - grey if photometric == "MONOCHROME1" else grey
+
+
+def _unsupported_photometric(name: str, photometric: str) -> ScanRejected:
+    return reject(
+        "unsupported-photometric",
+        name,
+        f"the image's colour model '{photometric[:_TEXT_LIMIT]}' is not supported. "
+        "Export it as greyscale (MONOCHROME1/2), RGB or palette colour.",
+    )
 
 
 def _display_range(ds: Dataset) -> tuple[float, float]:

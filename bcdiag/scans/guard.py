@@ -16,6 +16,7 @@ need nothing).
 from __future__ import annotations
 
 import atexit
+import io
 import logging
 import multiprocessing
 import os
@@ -24,7 +25,9 @@ import threading
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 
+import numpy as np
 from pebble import ProcessExpired, ProcessFuture, ProcessPool
+from PIL import Image
 
 from bcdiag.errors import ScanRejected
 from bcdiag.scans.reader import read_upload
@@ -104,6 +107,15 @@ def judge(data: bytes, name: str, *, modality: str | None = None) -> Verdict:
             ),
         )
     return _accepted(name, scan)
+
+
+def start_reader() -> None:
+    """Start the worker now with a tiny image, ahead of the first file: its start (an
+    interpreter importing the readers, seconds on 2 busy cores) would otherwise count
+    against that file's ``validate_timeout_s`` and its caller's wait."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((32, 32), 128, dtype=np.uint8)).save(buffer, format="PNG")
+    judge(buffer.getvalue(), "warm-up.png", modality="US")
 
 
 def _run(data: bytes, name: str, modality: str | None) -> Scan:

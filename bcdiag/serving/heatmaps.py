@@ -37,11 +37,11 @@ from bcdiag.errors import ConfigurationError
 from bcdiag.models.architectures import BcNet
 from bcdiag.models.bundle import ModelBundle
 from bcdiag.preprocess import Framing
+from bcdiag.serving.results import HEAT_FLOOR
 
 MALIGNANT = 1
 MIN_OVERLAY_PX = 256  # 28 px BreastMNIST images are unreadable at their own size
 DISPLAY_MAX_PX = 1024  # long side of the image shown: a 3000x4000 mammogram is 48 MB as floats
-HEAT_FLOOR = 0.4  # heat below this is not drawn, so the anatomy under it stays readable
 HEAT_RAMP = 0.2  # above the floor the colour fades in over this much heat
 
 

@@ -14,10 +14,10 @@ from dataclasses import fields
 import numpy as np
 
 from bcdiag.errors import BcdiagError, ScanRejected
-from bcdiag.scans import Scan, judge
-from bcdiag.serving.heatmaps import HEAT_FLOOR, overlay_png
+from bcdiag.scans import Scan, judge, start_reader
+from bcdiag.serving.heatmaps import overlay_png
 from bcdiag.serving.inference import Prediction, Predictor
-from bcdiag.serving.results import Finding, ModelRef, ScanResult, Upload
+from bcdiag.serving.results import HEAT_FLOOR, Finding, ModelRef, ScanResult, Upload, heat_png
 
 
 class LocalScorer:
@@ -27,7 +27,9 @@ class LocalScorer:
         self.predictor = predictor or Predictor()
 
     def ready(self) -> list[ModelRef]:
-        """Load the champions and run each once (`Predictor.warm_up`)."""
+        """Start the scan reader (`start_reader`), load the champions and run each once
+        (`Predictor.warm_up`)."""
+        start_reader()
         return self.predictor.warm_up()
 
     def score(self, upload: Upload) -> ScanResult:
@@ -70,4 +72,6 @@ def drawn(prediction: Prediction) -> ScanResult:
     # The plain image through the same scaling as the overlay, so that both line up.
     image_png = overlay_png(prediction.display, np.zeros_like(heat), alpha=0.0)
     heatmap_png = overlay_png(prediction.display, heat)
-    return ScanResult(finding, image_png, heatmap_png, bool(heat.max() < HEAT_FLOOR))
+    return ScanResult(
+        finding, image_png, heatmap_png, heat_png(heat), bool(heat.max() < HEAT_FLOOR)
+    )

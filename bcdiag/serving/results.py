@@ -9,9 +9,14 @@ A `ScanResult` crosses the wire between the inference service and its clients as
 from __future__ import annotations
 
 import base64
+import io
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
 
 from bcdiag.errors import BcdiagError, ScanRejected
 
@@ -146,18 +151,39 @@ class Finding:
         }
 
 
+HEAT_FLOOR = 0.4
+"""Heat below this is not drawn (overlay) or outlined (viewer), so the anatomy under it
+stays readable; heat is in [0, 1], 1 where Grad-CAM is highest."""
+
+
+def heat_png(heat: NDArray[np.float32]) -> bytes:
+    """`heat` (in [0, 1]) as an 8-bit greyscale PNG, 255 = 1."""
+    levels = np.round(np.clip(heat, 0.0, 1.0) * 255.0).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(levels, mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def heat_from_png(data: bytes) -> NDArray[np.float32]:
+    """The heat `heat_png` encoded, in [0, 1] (to 1/255)."""
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+
+
 @dataclass(frozen=True)
 class ScanResult:
     """A scored scan as the app shows and stores it.
 
     ``image_png`` is the upload as shown (whole, aspect kept, at most 1024 px, bright
-    tissue on dark); ``heatmap_png`` the Grad-CAM overlay on it; ``heatmap_blank``
-    says no region reached the heat that is coloured.
+    tissue on dark); ``heatmap_png`` the Grad-CAM overlay on it; ``heat_png`` the heat
+    itself (`heat_png`) over the whole upload's extent, for overlays drawn on the image
+    at any zoom; ``heatmap_blank`` says no region reached `HEAT_FLOOR`.
     """
 
     finding: Finding
     image_png: bytes
     heatmap_png: bytes
+    heat_png: bytes
     heatmap_blank: bool
 
     def as_json(self) -> dict[str, Any]:
@@ -166,6 +192,7 @@ class ScanResult:
             "inverted": self.finding.inverted,
             "image_png": base64.b64encode(self.image_png).decode("ascii"),
             "heatmap_png": base64.b64encode(self.heatmap_png).decode("ascii"),
+            "heat_png": base64.b64encode(self.heat_png).decode("ascii"),
             "heatmap_blank": self.heatmap_blank,
         }
 
@@ -189,6 +216,7 @@ class ScanResult:
             finding,
             base64.b64decode(body["image_png"]),
             base64.b64decode(body["heatmap_png"]),
+            base64.b64decode(body["heat_png"]),
             bool(body["heatmap_blank"]),
         )
 

@@ -52,6 +52,7 @@ APPLICATION = "bcdiag"
 REFRESH_S = 5.0  # how often a replica looks for new champions when champion_check_s is 0
 BATCH_WAIT_S = 0.01
 OBJECT_STORE_BYTES = 128 * 2**20  # requests travel over HTTP; Ray's store holds little
+TEMP_PREFIX = "bcdiag-ray-"  # Ray's session files; removed when the service stops
 
 log = logging.getLogger(__name__)
 api = FastAPI(title="bcdiag inference service", docs_url=None, redoc_url=None)
@@ -135,36 +136,46 @@ def build(args: dict[str, str]) -> Any:
     return application(get_settings())
 
 
-def start(settings: Settings) -> Callable[[], None]:
+def start(settings: Settings, stopping: threading.Event) -> Callable[[], None]:
     """Start a private Ray cluster and the application on 127.0.0.1:`scoring_port`; return
-    once it serves, with the function that stops both."""
+    once it serves, with the function that stops both.
+
+    From the moment Ray runs, SIGTERM, SIGINT and SIGHUP set `stopping`: ray.init installs
+    a SIGTERM handler of its own that would exit without stopping, and the health URL
+    answers before `serve.run` returns, so a caller may already be asking it to stop.
+    """
     # Ray's sockets live under its temp dir, whose path must stay short (107 bytes).
-    temp = tempfile.mkdtemp(prefix="bcdiag-ray-")
-    ray.init(
-        address="local",  # never join a cluster someone else started on this machine
-        include_dashboard=False,
-        object_store_memory=OBJECT_STORE_BYTES,
-        namespace=APPLICATION,
-        _temp_dir=temp,
-    )
-    serve.start(http_options={"host": "127.0.0.1", "port": settings.scoring_port})
-    serve.run(application(settings), name=APPLICATION, route_prefix="/")
+    temp = tempfile.mkdtemp(prefix=TEMP_PREFIX)
 
     def stop() -> None:
-        serve.shutdown()  # type: ignore[no-untyped-call]
-        ray.shutdown()
+        if ray.is_initialized():
+            serve.shutdown()  # type: ignore[no-untyped-call]
+            ray.shutdown()
         shutil.rmtree(temp, ignore_errors=True)
 
+    try:
+        ray.init(
+            address="local",  # never join a cluster someone else started on this machine
+            include_dashboard=False,
+            object_store_memory=OBJECT_STORE_BYTES,
+            namespace=APPLICATION,
+            _temp_dir=temp,
+        )
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, lambda *_: stopping.set())
+        serve.start(http_options={"host": "127.0.0.1", "port": settings.scoring_port})
+        serve.run(application(settings), name=APPLICATION, route_prefix="/")
+    except BaseException:  # ray.init's own SIGTERM handler exits with SystemExit
+        stop()
+        raise
     return stop
 
 
 def main() -> None:
     """``python -m bcdiag.serving.service``: serve until SIGTERM, SIGINT or SIGHUP."""
-    stopping = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, lambda *_: stopping.set())
     settings = get_settings()
-    stop = start(settings)
+    stopping = threading.Event()
+    stop = start(settings, stopping)
     print(f"inference service: {settings.resolved_scoring_url}", flush=True)
     stopping.wait()
     stop()

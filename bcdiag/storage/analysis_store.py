@@ -6,7 +6,8 @@ feedback are append-only; a later feedback row supersedes an earlier one.
 
 An analysis row is written only after its heatmap blob is durable, in one
 transaction with its ``analysis.created`` audit event, so no row ever points at
-a missing heatmap.
+a missing heatmap. Recording an analysis or feedback refreshes, in the same
+transaction, the summary of each of the clinician's exams that holds the scan.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from bcdiag.errors import BcdiagError
 from bcdiag.storage.blobs import BlobStore
-from bcdiag.storage.database import database_errors
+from bcdiag.storage.database import database_errors, session_engine
+from bcdiag.storage.exam_store import refresh_exams_of_scan
 from bcdiag.storage.models import FEEDBACK_OUTCOMES, Analysis, Feedback, Scan
 from bcdiag.storage.scan_store import record_audit
 
@@ -166,7 +167,7 @@ def record_analysis(
         heatmap_blob_key=key,
         details=details,
     )
-    with sessions() as session, database_errors(_engine(session), "recording the analysis"):
+    with sessions() as session, database_errors(session_engine(session), "recording the analysis"):
         session.add(row)
         session.flush()
         record_audit(
@@ -176,6 +177,7 @@ def record_analysis(
             target=f"analysis:{row.id}",
             details={"scan_id": new.scan_id, "model": f"{new.model_name}/{new.model_version}"},
         )
+        refresh_exams_of_scan(session, new.user, new.scan_id, at=row.created_at)
         scan_sha256 = session.scalars(select(Scan.sha256).where(Scan.id == new.scan_id)).one()
         session.commit()
     return StoredAnalysis.from_row(row, scan_sha256)
@@ -192,13 +194,13 @@ def list_analyses(
         .order_by(Analysis.id.desc())
         .limit(limit)
     )
-    with sessions() as session, database_errors(_engine(session), "listing analyses"):
+    with sessions() as session, database_errors(session_engine(session), "listing analyses"):
         return [StoredAnalysis.from_row(row, sha256) for row, sha256 in session.execute(query)]
 
 
 def get_analysis(sessions: sessionmaker[Session], analysis_id: int, user: str) -> StoredAnalysis:
     """The user's analysis ``analysis_id``; `AnalysisNotFound` if it is not theirs."""
-    with sessions() as session, database_errors(_engine(session), "reading the analysis"):
+    with sessions() as session, database_errors(session_engine(session), "reading the analysis"):
         row, sha256 = _owned(session, analysis_id, user)
         return StoredAnalysis.from_row(row, sha256)
 
@@ -220,8 +222,8 @@ def record_feedback(
         raise InvalidOutcome(
             f"{outcome!r} is not a known outcome; choose one of: {', '.join(FEEDBACK_OUTCOMES)}"
         )
-    with sessions() as session, database_errors(_engine(session), "recording the feedback"):
-        _owned(session, analysis_id, user)
+    with sessions() as session, database_errors(session_engine(session), "recording the feedback"):
+        analysis, _ = _owned(session, analysis_id, user)
         previous = _newest_feedback(session, analysis_id)
         if previous is not None and previous.outcome == outcome:
             return StoredFeedback.from_row(previous)
@@ -238,6 +240,7 @@ def record_feedback(
             target=f"analysis:{analysis_id}",
             details=details,
         )
+        refresh_exams_of_scan(session, user, analysis.scan_id, at=row.created_at)
         session.commit()
     return StoredFeedback.from_row(row)
 
@@ -259,7 +262,7 @@ def latest_feedback(
     Raises:
         AnalysisNotFound: the analysis does not exist or is another user's.
     """
-    with sessions() as session, database_errors(_engine(session), "reading the feedback"):
+    with sessions() as session, database_errors(session_engine(session), "reading the feedback"):
         _owned(session, analysis_id, user)
         row = _newest_feedback(session, analysis_id)
         return None if row is None else StoredFeedback.from_row(row)
@@ -275,7 +278,7 @@ def confirmed_cases(sessions: sessionmaker[Session]) -> list[ConfirmedCase]:
         .join(Scan, Scan.id == Analysis.scan_id)
         .order_by(Feedback.analysis_id)
     )
-    with sessions() as session, database_errors(_engine(session), "listing confirmed cases"):
+    with sessions() as session, database_errors(session_engine(session), "listing confirmed cases"):
         return [
             ConfirmedCase(analysis_id, sha256, outcome, OUTCOME_LABELS[outcome])
             for analysis_id, sha256, outcome in session.execute(query)
@@ -292,7 +295,3 @@ def _owned(session: Session, analysis_id: int, user: str) -> tuple[Analysis, str
         # The same answer for "someone else's" and "missing": nothing leaks.
         raise AnalysisNotFound(f"analysis {analysis_id} is not among {user}'s analyses")
     return found[0], found[1]
-
-
-def _engine(session: Session) -> Engine:
-    return session.get_bind().engine

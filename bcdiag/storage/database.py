@@ -63,6 +63,11 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+def session_engine(session: Session) -> Engine:
+    """The engine a session is bound to (what `database_errors` names in its message)."""
+    return session.get_bind().engine
+
+
 @contextmanager
 def database_errors(engine: Engine, doing: str) -> Iterator[None]:
     """Turn SQLAlchemy errors raised inside the block into a `StorageError`."""

@@ -6,7 +6,9 @@ after we drop private elements, overlays and free-text elements that PS3.15's
 Basic Profile removes. Pixels and Modality are kept as they are, so a file whose
 pixels may show text (BurnedInAnnotation YES, or absent on a modality or SOP
 class that usually burns text in) is withheld and reported, never exported.
-PNG and JPEG files have no header to clean and are copied byte for byte.
+PNG and JPEG files are re-saved as bare pixels (no text, EXIF or ICC data). Only the
+files and a manifest of their hashes leave: the cases and exams tables (PatientIDs,
+names, study UIDs, accession numbers, clinicians' case names) are never exported.
 """
 
 from __future__ import annotations

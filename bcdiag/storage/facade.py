@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from types import TracebackType
 from typing import Any
 
@@ -11,7 +12,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from bcdiag.settings import Settings, get_settings
-from bcdiag.storage import analysis_store, history, scan_store
+from bcdiag.storage import analysis_store, scan_store, worklist
 from bcdiag.storage.analysis_store import (
     ConfirmedCase,
     NewAnalysis,
@@ -26,8 +27,9 @@ from bcdiag.storage.database import (
     require_current_schema,
     session_factory,
 )
-from bcdiag.storage.history import HistoryEntry
+from bcdiag.storage.exam_store import PatientIdentity
 from bcdiag.storage.scan_store import StoredScan
+from bcdiag.storage.worklist import CaseSummary, ExamDetail, WorklistPage, WorklistSort
 
 
 @dataclass(frozen=True)
@@ -58,11 +60,25 @@ class Storage:
         return storage
 
     def store_scan(
-        self, data: bytes, *, filename: str, metadata: Mapping[str, Any], user: str
+        self,
+        data: bytes,
+        *,
+        filename: str,
+        metadata: Mapping[str, Any],
+        user: str,
+        identity: PatientIdentity | None = None,
+        case_name: str | None,
     ) -> StoredScan:
         """See `bcdiag.storage.scan_store.store_scan`."""
         return scan_store.store_scan(
-            self.sessions, self.blobs, data, filename=filename, metadata=metadata, user=user
+            self.sessions,
+            self.blobs,
+            data,
+            filename=filename,
+            metadata=metadata,
+            user=user,
+            identity=identity,
+            case_name=case_name,
         )
 
     def record_audit(
@@ -83,9 +99,42 @@ class Storage:
         """The stored scan ``scan_id``; `ScanNotFound` if there is none."""
         return scan_store.get_scan(self.sessions, scan_id)
 
-    def list_history(self, user: str, limit: int = 50) -> list[HistoryEntry]:
-        """See `bcdiag.storage.history.list_history`."""
-        return history.list_history(self.sessions, user, limit)
+    def worklist(
+        self,
+        user: str,
+        *,
+        sort: WorklistSort = "date",
+        descending: bool = True,
+        patient: str | None = None,
+        state: str | None = None,
+        date_from: date | None = None,
+        date_to: date | None = None,
+        min_score: float | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> WorklistPage:
+        """See `bcdiag.storage.worklist.worklist`."""
+        return worklist.worklist(
+            self.sessions,
+            user,
+            sort=sort,
+            descending=descending,
+            patient=patient,
+            state=state,
+            date_from=date_from,
+            date_to=date_to,
+            min_score=min_score,
+            offset=offset,
+            limit=limit,
+        )
+
+    def exam(self, user: str, exam_id: int) -> ExamDetail:
+        """The user's exam with its images; `ExamNotFound` if missing or another user's."""
+        return worklist.exam(self.sessions, user, exam_id)
+
+    def list_cases(self, user: str) -> list[CaseSummary]:
+        """The user's cases, for choosing the case a PNG or JPEG upload joins."""
+        return worklist.list_cases(self.sessions, user)
 
     def scan_bytes(self, scan: StoredScan) -> bytes:
         """The stored file of ``scan``, checked against its hash."""

@@ -1,10 +1,11 @@
 """Storing uploaded scans so that nothing is lost and nothing is half-kept.
 
-Order of work for one upload: look the hash up in the database (which also
-proves the database answers), put the blob (atomic, idempotent), then insert the
-scan row (unless the same bytes are already stored), the user's upload row and the
-audit event in one transaction. A failure at any step leaves no
-row without its blob; at worst a blob without a row, which the retry reuses.
+Order of work for one upload: decide its case (`bcdiag.storage.exam_store.placement`),
+look the hash up in the database (which also proves the database answers), put the blob
+(atomic, idempotent), then insert the scan row (unless the same bytes are already
+stored), the user's upload row, its place in an exam and the audit event in one
+transaction. A failure at any step leaves no row without its blob; at worst a blob
+without a row, which the retry reuses.
 """
 
 from __future__ import annotations
@@ -21,8 +22,18 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bcdiag.errors import BcdiagError
 from bcdiag.storage.blobs import BlobStore
-from bcdiag.storage.database import database_errors
+from bcdiag.storage.database import database_errors, session_engine
+from bcdiag.storage.exam_store import (
+    PatientIdentity,
+    Placement,
+    file_upload,
+    placement,
+)
 from bcdiag.storage.models import AuditEvent, Scan, Upload
+
+STORE_ATTEMPTS = 3
+"""Tries of one upload's transaction; a concurrent upload may create its scan, case or
+exam first, and the next try finds them."""
 
 
 class ScanNotFound(BcdiagError):
@@ -90,12 +101,14 @@ def store_scan(
     filename: str,
     metadata: Mapping[str, Any],
     user: str,
+    identity: PatientIdentity | None = None,
+    case_name: str | None,
 ) -> StoredScan:
-    """Store ``data`` once: blob first, then its row, the upload and a ``scan.stored`` event.
+    """Store ``data`` once, record ``user``'s upload and file it under its case and exam.
 
-    Storing bytes already stored returns the existing row (``is_new=False``),
-    also when another process stores them at the same moment; the upload is
-    recorded either way, so the file is in ``user``'s history.
+    The blob goes first; then the scan row (unless the same bytes are stored already,
+    also by another process at the same moment), the upload, its place in an exam (see
+    `bcdiag.storage.exam_store`) and a ``scan.stored`` event, in one transaction.
 
     Args:
         sessions: session factory of a migrated database.
@@ -105,71 +118,75 @@ def store_scan(
         metadata: the scan's header summary; must hold ``format``, may hold
             ``modality``, ``rows``, ``columns``. Stored whole as JSON.
         user: who uploaded it.
+        identity: the DICOM header's patient and study (None for PNG and JPEG).
+        case_name: the case to file the upload under when ``identity`` has no
+            PatientID: a new name or the patient key of one of ``user``'s cases.
 
     Raises:
+        CaseNameRequired: no PatientID and no case name; nothing was written.
         StorageError: the database or blob store failed; no row was written.
     """
     scan_format = metadata.get("format")
     if not isinstance(scan_format, str) or not scan_format:
         raise ValueError("metadata must name the scan's format, e.g. {'format': 'dicom'}")
+    where = placement(filename=filename, metadata=metadata, identity=identity, case_name=case_name)
     sha256 = hashlib.sha256(data).hexdigest()
     with sessions() as session:
-        engine = session.get_bind().engine
-        with database_errors(engine, "looking up the scan"):
-            existing = session.scalar(select(Scan).where(Scan.sha256 == sha256))
-        key = blobs.put(sha256, data)  # also restores the blob of an existing row
-        if existing is None:
-            row = Scan(
-                sha256=sha256,
-                blob_key=key,
-                filename=filename,
-                format=scan_format,
-                modality=metadata.get("modality"),
-                rows=_optional_int(metadata, "rows"),
-                columns=_optional_int(metadata, "columns"),
-                scan_metadata=dict(metadata),
-                uploaded_by=user,
-            )
-            with database_errors(engine, "storing the scan"):
-                if _insert_unless_duplicate(session, row, filename):
-                    return StoredScan.from_row(row, is_new=True)
-                existing = session.scalars(select(Scan).where(Scan.sha256 == sha256)).one()
-        with database_errors(engine, "recording the upload"):
-            _audit_upload(session, existing, filename, user, is_new=False)
-            session.commit()
-        return StoredScan.from_row(existing)
+        engine = session_engine(session)
+        with database_errors(engine, "looking up the scan"):  # fails before any blob if down
+            session.scalar(select(Scan.id).where(Scan.sha256 == sha256))
+        fields: dict[str, Any] = {
+            "sha256": sha256,
+            "blob_key": blobs.put(sha256, data),  # also restores the blob of an existing row
+            "filename": filename,
+            "format": scan_format,
+            "modality": metadata.get("modality"),
+            "rows": _optional_int(metadata, "rows"),
+            "columns": _optional_int(metadata, "columns"),
+            "scan_metadata": dict(metadata),
+            "uploaded_by": user,
+        }
+        with database_errors(engine, "storing the upload"):
+            for _ in range(STORE_ATTEMPTS - 1):
+                try:
+                    return _store_once(session, fields, filename, user, where)
+                except IntegrityError:
+                    session.rollback()  # another writer stored this scan, case or exam first
+            return _store_once(session, fields, filename, user, where)
 
 
-def _insert_unless_duplicate(session: Session, row: Scan, filename: str) -> bool:
-    """Insert ``row`` and its audit event; False if another writer stored it first."""
-    session.add(row)
-    try:
+def _store_once(
+    session: Session, fields: dict[str, Any], filename: str, user: str, where: Placement
+) -> StoredScan:
+    """One attempt: the scan row if new, the upload, its exam, the audit event; committed.
+
+    Raises `IntegrityError` when another writer stored the same scan, case or exam first.
+    """
+    row = session.scalar(select(Scan).where(Scan.sha256 == fields["sha256"]))
+    is_new = row is None
+    if row is None:
+        row = Scan(**fields)
+        session.add(row)
         session.flush()
-    except IntegrityError:
-        session.rollback()
-        if session.scalar(select(Scan.id).where(Scan.sha256 == row.sha256)) is None:
-            raise  # some other constraint failed
-        return False
-    _audit_upload(session, row, filename, row.uploaded_by, is_new=True)
-    session.commit()
-    return True
-
-
-def _audit_upload(session: Session, row: Scan, filename: str, user: str, *, is_new: bool) -> None:
-    session.add(Upload(scan_id=row.id, user=user, filename=filename))
+    upload = Upload(scan_id=row.id, user=user, filename=filename)
+    session.add(upload)
+    session.flush()
+    exam = file_upload(session, upload, where)
     record_audit(
         session,
         user=user,
         action="scan.stored",
         target=f"scan:{row.id}",
-        details={"sha256": row.sha256, "filename": filename, "new": is_new},
+        details={"sha256": row.sha256, "filename": filename, "new": is_new, "exam_id": exam.id},
     )
+    session.commit()
+    return StoredScan.from_row(row, is_new=is_new)
 
 
 def get_scan(sessions: sessionmaker[Session], scan_id: int) -> StoredScan:
     """The scan ``scan_id``; `ScanNotFound` if there is none."""
     with sessions() as session:
-        with database_errors(session.get_bind().engine, "reading the scan"):
+        with database_errors(session_engine(session), "reading the scan"):
             row = session.get(Scan, scan_id)
         if row is None:
             raise ScanNotFound(f"there is no stored scan {scan_id}")
@@ -179,6 +196,6 @@ def get_scan(sessions: sessionmaker[Session], scan_id: int) -> StoredScan:
 def list_scans(sessions: sessionmaker[Session]) -> list[StoredScan]:
     """Every stored scan, oldest first."""
     with sessions() as session:
-        with database_errors(session.get_bind().engine, "listing scans"):
+        with database_errors(session_engine(session), "listing scans"):
             rows = session.scalars(select(Scan).order_by(Scan.id)).all()
         return [StoredScan.from_row(row) for row in rows]
