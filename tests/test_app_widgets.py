@@ -189,7 +189,9 @@ def test_the_worklist_is_private_and_opens_an_exam(
     assert _worklist(bob) == [] and "No exams match" in bob.worklist.count.value
 
     shown_before = alice.results.children
+    assert alice.exam_view.controls.layout.display == "none"  # nothing to act on yet
     view = _open_exam(alice, "Case A")
+    assert alice.exam_view.controls.layout.display is None
     text = _texts(view)
     assert ">Case A</h3>" in text and "Exam score: <b>" in text and "1 image(s)" in text
     assert re.search(r"<b>first\.png</b> · \d+\.\d% · ", text)

@@ -144,14 +144,14 @@ class ExamView:
         )
         report.on_click(lambda _: self.prepare_report())
         self.report_link = widgets.HTML()
+        # Controls and the outcomes heading wait for an exam: with none shown they act on nothing.
+        hidden = {"display": "none"}
+        self.controls = widgets.HBox(
+            [self.overlay, self.opacity, report, self.report_link], layout=hidden
+        )
+        self.outcomes_heading = widgets.HTML("<h4>Outcomes</h4>", layout=hidden)
         self.widget = widgets.VBox(
-            [
-                self.header,
-                widgets.HBox([self.overlay, self.opacity, report, self.report_link]),
-                self.images,
-                widgets.HTML("<h4>Outcomes</h4>"),
-                self.results,
-            ],
+            [self.header, self.controls, self.images, self.outcomes_heading, self.results],
             layout={"flex": "1 1 auto", "min_width": "0"},
         )
         self.shown: ExamDetail | None = None
@@ -168,6 +168,7 @@ class ExamView:
                 audit_view(self.storage, image.analysis, user=self.user)
         self.header.value = exam_header_html(detail.exam, detail.images)
         self.report_link.value = ""
+        self.controls.layout.display = self.outcomes_heading.layout.display = None
         mammography = detail.exam.modality == "MG"
         slots, rest = hung(detail.images) if mammography else ({}, detail.images)
         # Mammograms without views are shown in a row, as other images are.
