@@ -459,20 +459,21 @@ def test_a_four_view_exam_and_two_ultrasound_images_in_the_reading_view(
     page.wait_for_function(
         "label => !label.textContent.endsWith('1.00×')", arg=label.element_handle()
     )
-    # The overlay toggles on a view with a marked region; a view without says so.
-    marked = [i for i, caption in enumerate(captions) if NO_HEAT not in caption]
-    assert marked, f"the test model marked no region on any view: {captions}"
-    canvas = page.locator("canvas").nth(marked[0]).element_handle()
-    plain = _canvas(page, marked[0])
-    for mode, button in (("outline", "Outline"), ("off", "Off")):
+    # The overlay toggles (on the second view, shown whole): heat colours the view; the
+    # outline is drawn only where the caption does not say no region reached the marking level.
+    canvas = page.locator("canvas").nth(1).element_handle()
+    plain = _canvas(page, 1)
+    marked = NO_HEAT not in captions[1]
+    for mode, button, changed in (
+        ("heat", "Heat", True), ("off", "Off", False), ("outline", "Outline", marked)
+    ):  # fmt: skip
         page.get_by_role("button", name=button, exact=True).click()
         page.wait_for_function(  # the choice went through the kernel and was drawn
             "([canvas, mode]) => canvas.parentElement.dataset.overlay === mode",
             arg=[canvas, mode],
             timeout=60_000,
         )
-        assert (_canvas(page, marked[0]) == plain) == (mode == "off"), mode
-    page.get_by_role("button", name="Outline").click()
+        assert (_canvas(page, 1) != plain) == changed, (mode, captions[1])
     _shots(page, "exam")
 
     page.get_by_role("button", name="Prepare exam report").click()

@@ -87,7 +87,7 @@ class WorklistView:
                 self.exams,
                 widgets.HBox([self.previous, self.next, self.count]),
             ],
-            layout={"width": "490px", "min_width": "360px", "padding": "0 8px 0 0"},
+            layout={"flex": "0 0 490px", "min_width": "360px", "padding": "0 8px 0 0"},
         )
 
     def refresh(self, first_page: bool = False) -> None:
